@@ -1,0 +1,566 @@
+/* ts_ctx.c - the processor context: state overlay, effects, rejection.
+ *
+ * State reads go event overlay -> batch overlay -> backend. Writes go to the
+ * event overlay; when the event ends well they move into the batch overlay,
+ * and when it is rejected they are dropped, together with the effects added
+ * since the event began (ts_effects_rollback). Values read from the backend
+ * are kept in the batch overlay as clean entries, so a hot key is read from
+ * RocksDB once per batch.
+ */
+#include "ts_ctx.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uthash.h>
+
+#include "ts_log.h"
+
+typedef struct ts_ctx_entry {
+    char *key;
+    size_t klen;
+    char *val; /* NULL: deleted (or absent, when clean) */
+    size_t vlen;
+    int dirty; /* written by the batch, not just read */
+    UT_hash_handle hh;
+} ts_ctx_entry;
+
+typedef struct ts_ctx_col {
+    char *name;
+    char *value;
+    size_t value_len;
+} ts_ctx_col;
+
+struct ts_row {
+    ts_ctx *ctx;
+    ts_effect_kind kind;
+    char *table;
+    ts_ctx_col *cols;
+    size_t ncols, cap, nkey;
+};
+
+struct ts_ctx {
+    ts_state_backend backend;
+    ts_effects *effs;
+    ts_ctx_encoder_fn encoder_for;
+    void *encoder_arg;
+
+    ts_ctx_entry *batch; /* batch overlay (dirty and clean entries) */
+    ts_ctx_entry *event; /* event overlay (all dirty) */
+    size_t dirty_count;
+
+    const ts_event *ev;
+    size_t effects_mark;
+    int state_failed;
+    char reason[512];
+
+    char *keybuf; /* scratch for store\x1fkey */
+    size_t keycap;
+    char *valbuf; /* NUL-terminated copy of the last value read */
+    size_t valcap;
+    ts_row row;
+};
+
+ts_ctx *ts_ctx_create(const ts_state_backend *backend, ts_effects *effs,
+                      ts_ctx_encoder_fn encoder_for, void *encoder_arg) {
+    ts_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return NULL;
+    ctx->backend = *backend;
+    ctx->effs = effs;
+    ctx->encoder_for = encoder_for;
+    ctx->encoder_arg = encoder_arg;
+    ctx->row.ctx = ctx;
+    return ctx;
+}
+
+static void ts_ctx_map_clear(ts_ctx_entry **map) {
+    ts_ctx_entry *e, *tmp;
+    HASH_ITER(hh, *map, e, tmp) {
+        HASH_DEL(*map, e);
+        free(e->key);
+        free(e->val);
+        free(e);
+    }
+}
+
+static void ts_ctx_row_reset(ts_row *row) {
+    for (size_t i = 0; i < row->ncols; i++) {
+        free(row->cols[i].name);
+        free(row->cols[i].value);
+    }
+    row->ncols = row->nkey = 0;
+    free(row->table);
+    row->table = NULL;
+}
+
+void ts_ctx_destroy(ts_ctx *ctx) {
+    if (!ctx)
+        return;
+    ts_ctx_map_clear(&ctx->batch);
+    ts_ctx_map_clear(&ctx->event);
+    ts_ctx_row_reset(&ctx->row);
+    free(ctx->row.cols);
+    free(ctx->keybuf);
+    free(ctx->valbuf);
+    free(ctx);
+}
+
+void ts_ctx_event_begin(ts_ctx *ctx, const ts_event *ev) {
+    ctx->ev = ev;
+    ctx->effects_mark = ts_effects_mark(ctx->effs);
+    ctx->reason[0] = '\0';
+    ctx->state_failed = 0;
+}
+
+/* Moves the event overlay into the batch overlay (the event succeeded). */
+static void ts_ctx_event_merge(ts_ctx *ctx) {
+    ts_ctx_entry *e, *tmp, *old;
+    HASH_ITER(hh, ctx->event, e, tmp) {
+        HASH_DEL(ctx->event, e);
+        HASH_FIND(hh, ctx->batch, e->key, e->klen, old);
+        if (old) {
+            if (old->dirty)
+                ctx->dirty_count--;
+            HASH_DEL(ctx->batch, old);
+            free(old->key);
+            free(old->val);
+            free(old);
+        }
+        HASH_ADD_KEYPTR(hh, ctx->batch, e->key, e->klen, e);
+        ctx->dirty_count++;
+    }
+}
+
+ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
+    if (ctx->state_failed)
+        result = TS_E_STATE;
+    if (result == TS_OK) {
+        ts_ctx_event_merge(ctx);
+    } else {
+        ts_ctx_map_clear(&ctx->event);
+        ts_effects_rollback(ctx->effs, ctx->effects_mark);
+        if (result == TS_E_REJECT && reason)
+            *reason = ctx->reason[0] ? ctx->reason : "rejected";
+    }
+    ts_ctx_row_reset(&ctx->row);
+    ctx->ev = NULL;
+    return result;
+}
+
+void ts_ctx_writes_foreach(ts_ctx *ctx,
+                           void (*fn)(void *arg, const char *key, size_t klen, const char *val,
+                                      size_t vlen),
+                           void *arg) {
+    ts_ctx_entry *e, *tmp;
+    HASH_ITER(hh, ctx->batch, e, tmp) {
+        if (e->dirty)
+            fn(arg, e->key, e->klen, e->val, e->vlen);
+    }
+}
+
+size_t ts_ctx_writes_count(const ts_ctx *ctx) { return ctx->dirty_count; }
+
+void ts_ctx_writes_clear(ts_ctx *ctx) {
+    ts_ctx_map_clear(&ctx->batch);
+    ctx->dirty_count = 0;
+}
+
+/* ---- state -------------------------------------------------------------------- */
+
+static size_t ts_ctx_key(ts_ctx *ctx, const char *store, const char *key) {
+    size_t slen = strlen(store), klen = strlen(key), len = slen + 1 + klen;
+    if (len > ctx->keycap) {
+        char *buf = realloc(ctx->keybuf, len);
+        if (!buf)
+            return 0;
+        ctx->keybuf = buf;
+        ctx->keycap = len;
+    }
+    memcpy(ctx->keybuf, store, slen);
+    ctx->keybuf[slen] = '\x1f';
+    memcpy(ctx->keybuf + slen + 1, key, klen);
+    return len;
+}
+
+static ts_ctx_entry *ts_ctx_entry_new(const char *key, size_t klen, const void *val,
+                                      size_t vlen, int dirty) {
+    ts_ctx_entry *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->key = malloc(klen);
+    e->val = val ? malloc(vlen ? vlen : 1) : NULL;
+    if (!e->key || (val && !e->val)) {
+        free(e->key);
+        free(e->val);
+        free(e);
+        return NULL;
+    }
+    memcpy(e->key, key, klen);
+    e->klen = klen;
+    if (val)
+        memcpy(e->val, val, vlen);
+    e->vlen = vlen;
+    e->dirty = dirty;
+    return e;
+}
+
+/* Copies a value into the context's read buffer with a NUL after it, so JSON
+ * parsing and string use are safe. */
+static const char *ts_ctx_hold(ts_ctx *ctx, const char *val, size_t vlen) {
+    if (vlen + 1 > ctx->valcap) {
+        char *buf = realloc(ctx->valbuf, vlen + 1);
+        if (!buf)
+            return NULL;
+        ctx->valbuf = buf;
+        ctx->valcap = vlen + 1;
+    }
+    memcpy(ctx->valbuf, val, vlen);
+    ctx->valbuf[vlen] = '\0';
+    return ctx->valbuf;
+}
+
+ts_err ts_ctx_get(ts_ctx *ctx, const char *store, const char *key, const char **val,
+                  size_t *vlen) {
+    size_t klen = ts_ctx_key(ctx, store, key);
+    if (!klen) {
+        ctx->state_failed = 1;
+        return TS_E_NOMEM;
+    }
+    ts_ctx_entry *e = NULL;
+    HASH_FIND(hh, ctx->event, ctx->keybuf, klen, e);
+    if (!e)
+        HASH_FIND(hh, ctx->batch, ctx->keybuf, klen, e);
+    if (!e) {
+        char *stored = NULL;
+        size_t slen = 0;
+        ts_err err = ctx->backend.get(ctx->backend.impl, ctx->keybuf, klen, &stored, &slen);
+        if (err != TS_OK && err != TS_E_NOTFOUND) {
+            ctx->state_failed = 1;
+            return err;
+        }
+        e = ts_ctx_entry_new(ctx->keybuf, klen, stored, slen, 0);
+        free(stored);
+        if (!e) {
+            ctx->state_failed = 1;
+            return TS_E_NOMEM;
+        }
+        HASH_ADD_KEYPTR(hh, ctx->batch, e->key, e->klen, e);
+    }
+    if (!e->val)
+        return TS_E_NOTFOUND;
+    *val = ts_ctx_hold(ctx, e->val, e->vlen);
+    if (!*val) {
+        ctx->state_failed = 1;
+        return TS_E_NOMEM;
+    }
+    *vlen = e->vlen;
+    return TS_OK;
+}
+
+static ts_err ts_ctx_write(ts_ctx *ctx, const char *store, const char *key, const void *val,
+                           size_t vlen) {
+    size_t klen = ts_ctx_key(ctx, store, key);
+    ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, val, vlen, 1) : NULL;
+    if (!e) {
+        ctx->state_failed = 1;
+        return TS_E_NOMEM;
+    }
+    ts_ctx_entry *old = NULL;
+    HASH_FIND(hh, ctx->event, e->key, e->klen, old);
+    if (old) {
+        HASH_DEL(ctx->event, old);
+        free(old->key);
+        free(old->val);
+        free(old);
+    }
+    HASH_ADD_KEYPTR(hh, ctx->event, e->key, e->klen, e);
+    return TS_OK;
+}
+
+ts_err ts_ctx_put(ts_ctx *ctx, const char *store, const char *key, const void *val,
+                  size_t vlen) {
+    return ts_ctx_write(ctx, store, key, val ? val : "", val ? vlen : 0);
+}
+
+ts_err ts_ctx_del(ts_ctx *ctx, const char *store, const char *key) {
+    return ts_ctx_write(ctx, store, key, NULL, 0);
+}
+
+json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
+    const char *val;
+    size_t vlen;
+    if (ts_ctx_get(ctx, store, key, &val, &vlen) != TS_OK)
+        return NULL;
+    json_error_t jerr;
+    json_t *doc = json_loadb(val, vlen, JSON_DECODE_ANY, &jerr);
+    if (!doc) {
+        /* The processor wrote this value itself; unreadable JSON means the
+         * store is damaged, which the task must not paper over. */
+        ts_log_error("ctx", "state %s/%s is not JSON: %s", store, key, jerr.text);
+        ctx->state_failed = 1;
+    }
+    return doc;
+}
+
+ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc) {
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) {
+        ctx->state_failed = 1;
+        return TS_E_NOMEM;
+    }
+    ts_err err = ts_ctx_put(ctx, store, key, text, strlen(text));
+    free(text);
+    return err;
+}
+
+/* ---- effects ------------------------------------------------------------------ */
+
+static ts_err ts_ctx_effect(ts_ctx *ctx, ts_effect_kind kind, const char *a, const char *b,
+                            double num) {
+    ts_bytes ba = ts_bytes_str(a), bb = ts_bytes_str(b);
+    ts_err err = ts_effects_add(ctx->effs, kind, &ba, b ? &bb : NULL, NULL, NULL, num);
+    if (err != TS_OK)
+        ctx->state_failed = 1;
+    return err;
+}
+
+ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
+    json_object_set_new(doc, "version", json_integer(ctx->ev ? ctx->ev->offset : -1));
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) {
+        ctx->state_failed = 1;
+        return TS_E_NOMEM;
+    }
+    ts_err err = ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, text, 0);
+    free(text);
+    return err;
+}
+
+ts_err ts_ctx_view_set_str(ts_ctx *ctx, const char *key, const char *value) {
+    return ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, value, 0);
+}
+
+ts_err ts_ctx_view_del(ts_ctx *ctx, const char *key) {
+    return ts_ctx_effect(ctx, TS_EFF_VIEW_DEL, key, NULL, 0);
+}
+
+ts_err ts_ctx_zset_add(ts_ctx *ctx, const char *key, const char *member, double score) {
+    return ts_ctx_effect(ctx, TS_EFF_ZADD, key, member, score);
+}
+
+ts_err ts_ctx_zset_rem(ts_ctx *ctx, const char *key, const char *member) {
+    return ts_ctx_effect(ctx, TS_EFF_ZREM, key, member, 0);
+}
+
+ts_err ts_ctx_zset_rem_below(ts_ctx *ctx, const char *key, double min_score) {
+    return ts_ctx_effect(ctx, TS_EFF_ZREM_BELOW, key, NULL, min_score);
+}
+
+static ts_row *ts_ctx_row_start(ts_ctx *ctx, ts_effect_kind kind, const char *table) {
+    ts_row *row = &ctx->row;
+    ts_ctx_row_reset(row);
+    row->kind = kind;
+    row->table = strdup(table);
+    if (!row->table)
+        ctx->state_failed = 1;
+    return row;
+}
+
+ts_row *ts_ctx_row_upsert(ts_ctx *ctx, const char *table) {
+    return ts_ctx_row_start(ctx, TS_EFF_ROW_UPSERT, table);
+}
+
+ts_row *ts_ctx_row_delete(ts_ctx *ctx, const char *table) {
+    return ts_ctx_row_start(ctx, TS_EFF_ROW_DELETE, table);
+}
+
+static void ts_row_add(ts_row *row, const char *column, const char *value, size_t len) {
+    if (row->ncols == row->cap) {
+        size_t cap = row->cap ? row->cap * 2 : 16;
+        ts_ctx_col *cols = realloc(row->cols, cap * sizeof(*cols));
+        if (!cols) {
+            row->ctx->state_failed = 1;
+            return;
+        }
+        row->cols = cols;
+        row->cap = cap;
+    }
+    ts_ctx_col *col = &row->cols[row->ncols];
+    col->name = strdup(column);
+    col->value = value ? strndup(value, len) : NULL;
+    col->value_len = len;
+    if (!col->name || (value && !col->value)) {
+        free(col->name);
+        free(col->value);
+        row->ctx->state_failed = 1;
+        return;
+    }
+    row->ncols++;
+}
+
+void ts_row_key(ts_row *row, const char *column, const char *value) {
+    /* Key columns come first: the packed layout and the sink rely on it. */
+    if (row->ncols != row->nkey) {
+        ts_log_error("ctx", "row %s: key column %s after a value column", row->table, column);
+        row->ctx->state_failed = 1;
+        return;
+    }
+    ts_row_add(row, column, value, value ? strlen(value) : 0);
+    row->nkey = row->ncols;
+}
+
+void ts_row_text(ts_row *row, const char *column, const char *value) {
+    ts_row_add(row, column, value, value ? strlen(value) : 0);
+}
+
+void ts_row_long(ts_row *row, const char *column, int64_t value) {
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%lld", (long long)value);
+    ts_row_add(row, column, buf, (size_t)n);
+}
+
+void ts_row_double(ts_row *row, const char *column, double value) {
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%.17g", value);
+    ts_row_add(row, column, buf, (size_t)n);
+}
+
+void ts_row_time(ts_row *row, const char *column, int64_t epoch_ms) {
+    char buf[40];
+    ts_time_iso(epoch_ms, buf, sizeof(buf));
+    ts_row_add(row, column, buf, strlen(buf));
+}
+
+/* Writes a Postgres array literal of strings: {"a","b \"c\""}. */
+static char *ts_row_array_literal(const json_t *arr) {
+    size_t cap = 16, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    out[len++] = '{';
+    size_t i;
+    const json_t *item;
+    json_array_foreach(arr, i, item) {
+        const char *s = json_is_string(item) ? json_string_value(item) : "";
+        size_t need = len + 2 * strlen(s) + 5;
+        if (need > cap) {
+            while (cap < need)
+                cap *= 2;
+            char *grown = realloc(out, cap);
+            if (!grown) {
+                free(out);
+                return NULL;
+            }
+            out = grown;
+        }
+        if (i)
+            out[len++] = ',';
+        out[len++] = '"';
+        for (; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                out[len++] = '\\';
+            out[len++] = *s;
+        }
+        out[len++] = '"';
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
+}
+
+void ts_row_json(ts_row *row, const char *column, const json_t *value) {
+    if (!value || json_is_null(value)) {
+        ts_row_add(row, column, NULL, 0);
+    } else if (json_is_string(value)) {
+        ts_row_add(row, column, json_string_value(value), json_string_length(value));
+    } else if (json_is_array(value)) {
+        char *lit = ts_row_array_literal(value);
+        if (!lit) {
+            row->ctx->state_failed = 1;
+            return;
+        }
+        ts_row_add(row, column, lit, strlen(lit));
+        free(lit);
+    } else {
+        char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!text) {
+            row->ctx->state_failed = 1;
+            return;
+        }
+        ts_row_add(row, column, text, strlen(text));
+        free(text);
+    }
+}
+
+ts_err ts_row_done(ts_row *row) {
+    ts_ctx *ctx = row->ctx;
+    if (ctx->state_failed || !row->table)
+        return TS_E_STATE;
+    ts_rowcol cols[64];
+    if (row->ncols > 64 || row->nkey == 0) {
+        ts_log_error("ctx", "row %s: %zu columns, %zu key columns", row->table, row->ncols,
+                     row->nkey);
+        ctx->state_failed = 1;
+        return TS_E_INVALID;
+    }
+    for (size_t i = 0; i < row->ncols; i++) {
+        cols[i].name = row->cols[i].name;
+        cols[i].name_len = strlen(row->cols[i].name);
+        cols[i].value = row->cols[i].value;
+        cols[i].value_len = row->cols[i].value_len;
+    }
+    ts_bytes packed = ts_rowcols_pack(cols, row->ncols, row->nkey);
+    ts_bytes table = ts_bytes_str(row->table);
+    ts_err err = packed.data ? ts_effects_add(ctx->effs, row->kind, &table, &packed, NULL, NULL, 0)
+                             : TS_E_NOMEM;
+    free(packed.data);
+    ts_ctx_row_reset(row);
+    if (err != TS_OK)
+        ctx->state_failed = 1;
+    return err;
+}
+
+avro_value_t *ts_ctx_event_new(ts_ctx *ctx, const char *topic, const char *record_name) {
+    ts_encoder *enc = ctx->encoder_for ? ctx->encoder_for(ctx->encoder_arg, topic) : NULL;
+    if (!enc) {
+        ts_log_error("ctx", "topic %s is not an output of this processor", topic);
+        ctx->state_failed = 1;
+        return NULL;
+    }
+    avro_value_t *rec = ts_encoder_record(enc, record_name);
+    if (!rec) {
+        ts_log_error("ctx", "topic %s has no record %s", topic, record_name);
+        ctx->state_failed = 1;
+    }
+    return rec;
+}
+
+ts_err ts_ctx_emit(ts_ctx *ctx, const char *topic, const char *key, avro_value_t *value) {
+    (void)value; /* the encoder holds the record last made by ts_ctx_event_new */
+    ts_encoder *enc = ctx->encoder_for ? ctx->encoder_for(ctx->encoder_arg, topic) : NULL;
+    char *bytes = NULL;
+    size_t len = 0;
+    ts_err err = enc ? ts_encoder_encode(enc, &bytes, &len) : TS_E_INVALID;
+    if (err != TS_OK) {
+        ts_log_error("ctx", "cannot encode an event for %s: %s", topic, ts_err_str(err));
+        ctx->state_failed = 1;
+        return err;
+    }
+    ts_bytes bt = ts_bytes_str(topic), bk = ts_bytes_str(key), bv = {bytes, len};
+    err = ts_effects_add(ctx->effs, TS_EFF_EMIT, &bt, &bk, &bv, NULL, 0);
+    free(bytes);
+    if (err != TS_OK)
+        ctx->state_failed = 1;
+    return err;
+}
+
+ts_err ts_ctx_reject(ts_ctx *ctx, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->reason, sizeof(ctx->reason), fmt, ap);
+    va_end(ap);
+    return TS_E_REJECT;
+}

@@ -1,0 +1,55 @@
+/* ts_ctx.h - the runtime side of the processor context (ts_processor.h).
+ *
+ * A context serves one task: it holds the state written by the batch in
+ * progress (an overlay in front of the task's durable store), the batch's
+ * effects, and the current event. Each event runs between ts_ctx_event_begin
+ * and ts_ctx_event_end; a rejected event's state writes and effects are undone
+ * there. The owner (a task, or the test driver) reads the batch's state writes
+ * with ts_ctx_writes_foreach to make them durable, then calls
+ * ts_ctx_writes_clear.
+ *
+ * Threading: one thread at a time (the task's).
+ */
+#ifndef TS_CTX_H
+#define TS_CTX_H
+
+#include "ts_avro.h"
+#include "ts_effects.h"
+#include "ts_processor.h"
+
+/** Where state lives beyond the batch: RocksDB for a task, a map in tests. */
+typedef struct ts_state_backend {
+    /** Reads the durable value of `key` (store name, 0x1f, key). On TS_OK *val is
+     * malloc'ed and owned by the caller. TS_E_NOTFOUND when absent. */
+    ts_err (*get)(void *impl, const char *key, size_t klen, char **val, size_t *vlen);
+    void *impl;
+} ts_state_backend;
+
+/** Finds the encoder of an output topic; NULL when the topic is not an output. */
+typedef ts_encoder *(*ts_ctx_encoder_fn)(void *arg, const char *topic);
+
+/** Creates a context over `backend` (copied) that adds effects to `effs`
+ * (borrowed; must outlive the context). `encoder_for` may be NULL (no outputs). */
+ts_ctx *ts_ctx_create(const ts_state_backend *backend, ts_effects *effs,
+                      ts_ctx_encoder_fn encoder_for, void *encoder_arg);
+void ts_ctx_destroy(ts_ctx *ctx);
+
+/** Starts processing `ev` (borrowed until ts_ctx_event_end). */
+void ts_ctx_event_begin(ts_ctx *ctx, const ts_event *ev);
+/** Ends the current event with the processor's result. On TS_E_REJECT undoes
+ * its writes and effects and sets *reason (borrowed until the next event) to
+ * the rejection reason. @returns `result`, or TS_E_STATE when a state read or
+ * write failed during the event (which the processor cannot hide). */
+ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason);
+
+/** Calls `fn` for each key the batch wrote (val NULL = deleted). */
+void ts_ctx_writes_foreach(ts_ctx *ctx,
+                           void (*fn)(void *arg, const char *key, size_t klen, const char *val,
+                                      size_t vlen),
+                           void *arg);
+/** Number of keys the batch wrote. */
+size_t ts_ctx_writes_count(const ts_ctx *ctx);
+/** Forgets the batch's writes (after they are durable) and the read cache. */
+void ts_ctx_writes_clear(ts_ctx *ctx);
+
+#endif

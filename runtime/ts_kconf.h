@@ -1,0 +1,45 @@
+/* ts_kconf.h - librdkafka configuration from a bootstrap list and the
+ * pass-through settings of topology.yaml.
+ *
+ * Every Kafka client of the runtime (consumer, producer, admin) starts from
+ * the same conf: `bootstrap.servers` plus the user's own librdkafka properties,
+ * so a setting such as `security.protocol` is written once and reaches them all.
+ * The conf also routes librdkafka's log lines into ts_log, named after the client.
+ *
+ * Threading: any thread; no shared state.
+ */
+#ifndef TS_KCONF_H
+#define TS_KCONF_H
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+#include "ts_error.h"
+
+/** Builds a new librdkafka conf.
+ *
+ * @param brokers       bootstrap list "host:port,..."; NULL or "" leaves
+ *                      `bootstrap.servers` unset (it may come from `kafka_config`).
+ * @param kafka_config  JSON object of librdkafka properties, applied after
+ *                      `brokers` (so it may override it); NULL for none. Values are
+ *                      strings; integers, reals and booleans are turned into their
+ *                      text for convenience. Anything else is an error.
+ * @param err           on failure, a message naming the offending property.
+ * @returns a conf owned by the caller (consumed by rd_kafka_new on success,
+ *          otherwise freed with rd_kafka_conf_destroy), or NULL on failure. */
+rd_kafka_conf_t *ts_kconf_create(const char *brokers, const json_t *kafka_config, char *err,
+                                 size_t errlen);
+
+/** Sets one property on `conf`, writing "kafka config: <name>: <reason>" to `err`
+ * on failure. @returns TS_OK or TS_E_CONFIG. */
+ts_err ts_kconf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *err,
+                    size_t errlen);
+
+/** Sets `name` to `value` unless `kafka_config` already names it, so runtime
+ * defaults (e.g. `linger.ms`) yield to the user's choice.
+ * @returns TS_OK or TS_E_CONFIG. */
+ts_err ts_kconf_default(rd_kafka_conf_t *conf, const json_t *kafka_config, const char *name,
+                        const char *value, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,243 @@
+/* ts_migrate.c - versioned migrations applied once (see ts_migrate.h).
+ *
+ * Synchronous libpq on a private connection. For every migration, in order:
+ * BEGIN; take a transaction advisory lock (so two instances starting together
+ * queue up here); create ts_migrations if needed; skip the migration when its
+ * name is recorded; otherwise run its text (simple query protocol, so a file
+ * may hold many statements), record it and COMMIT. Any failure rolls the one
+ * migration back and stops.
+ */
+#include "ts_migrate.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ts_log.h"
+
+#define TS_MIGRATE_COMP "migrate"
+
+static const char ts_migrate_builtin_name[] = "tastesync/0001_offsets.sql";
+
+/* The Postgres sink's fence: one row per task with the offset after its last
+ * applied batch. The upsert changes the row only when the batch is newer, so
+ * "no row affected" means the batch (or a later one) was already applied. */
+static const char ts_migrate_builtin_sql[] =
+    "CREATE TABLE IF NOT EXISTS ts_offsets (\n"
+    "  task text PRIMARY KEY,\n"
+    "  next_offset bigint NOT NULL,\n"
+    "  updated_at timestamptz NOT NULL DEFAULT now());\n"
+    "CREATE OR REPLACE FUNCTION ts_claim_batch(p_task text, p_next_offset bigint)\n"
+    "RETURNS void LANGUAGE plpgsql AS $fn$\n"
+    "BEGIN\n"
+    "  INSERT INTO ts_offsets AS o (task, next_offset, updated_at)\n"
+    "  VALUES (p_task, p_next_offset, now())\n"
+    "  ON CONFLICT (task) DO UPDATE\n"
+    "    SET next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at\n"
+    "    WHERE o.next_offset < EXCLUDED.next_offset;\n"
+    "  IF NOT FOUND THEN\n"
+    "    RAISE EXCEPTION 'batch of task % ending at offset % was already applied',\n"
+    "      p_task, p_next_offset USING ERRCODE = '" TS_MIGRATE_ALREADY_APPLIED "';\n"
+    "  END IF;\n"
+    "END\n"
+    "$fn$;\n";
+
+static void ts_migrate_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void ts_migrate_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void ts_migrate_notice(void *arg, const char *message) {
+    (void)arg;
+    ts_log_debug(TS_MIGRATE_COMP, "%s", message);
+}
+
+/* Runs one command; returns 0 when it succeeded (and gives the result to
+ * *out if out is non-NULL), -1 with the server's message in err. */
+static int ts_migrate_exec(PGconn *conn, const char *sql, const char *param, PGresult **out,
+                           char *err, size_t errlen) {
+    PGresult *res =
+        param ? PQexecParams(conn, sql, 1, NULL, &param, NULL, NULL, 0) : PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+        ts_migrate_errf(err, errlen, "%s", PQerrorMessage(conn));
+        size_t len = strlen(err);
+        while (len > 0 && err[len - 1] == '\n')
+            err[--len] = '\0';
+        PQclear(res);
+        return -1;
+    }
+    if (out)
+        *out = res;
+    else
+        PQclear(res);
+    return 0;
+}
+
+/* Applies one migration unless recorded; *applied tells whether it ran. */
+static ts_err ts_migrate_one(PGconn *conn, const char *name, const char *sql, int *applied,
+                             char *err, size_t errlen) {
+    char msg[1024];
+    PGresult *res = NULL;
+    *applied = 0;
+    if (ts_migrate_exec(conn, "BEGIN", NULL, NULL, msg, sizeof msg) != 0 ||
+        ts_migrate_exec(conn, "SELECT pg_advisory_xact_lock(hashtext('tastesync.migrate'))", NULL,
+                        NULL, msg, sizeof msg) != 0 ||
+        ts_migrate_exec(conn,
+                        "CREATE TABLE IF NOT EXISTS ts_migrations (name text PRIMARY KEY, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())",
+                        NULL, NULL, msg, sizeof msg) != 0 ||
+        ts_migrate_exec(conn, "SELECT 1 FROM ts_migrations WHERE name = $1", name, &res, msg,
+                        sizeof msg) != 0)
+        goto fail;
+    int recorded = PQntuples(res) > 0;
+    PQclear(res);
+    if (recorded) {
+        if (ts_migrate_exec(conn, "COMMIT", NULL, NULL, msg, sizeof msg) != 0)
+            goto fail;
+        return TS_OK;
+    }
+    if (ts_migrate_exec(conn, sql, NULL, NULL, msg, sizeof msg) != 0 ||
+        ts_migrate_exec(conn, "INSERT INTO ts_migrations (name) VALUES ($1)", name, NULL, msg,
+                        sizeof msg) != 0 ||
+        ts_migrate_exec(conn, "COMMIT", NULL, NULL, msg, sizeof msg) != 0)
+        goto fail;
+    *applied = 1;
+    ts_log_info(TS_MIGRATE_COMP, "applied migration %s", name);
+    return TS_OK;
+fail:
+    /* After an error the transaction is aborted; ROLLBACK ends it (and is
+     * harmless when BEGIN itself failed). */
+    PQclear(PQexec(conn, "ROLLBACK"));
+    ts_migrate_errf(err, errlen, "migration %s: %s", name, msg);
+    ts_log_error(TS_MIGRATE_COMP, "migration %s failed: %s", name, msg);
+    return TS_E_FATAL;
+}
+
+static int ts_migrate_is_sql(const struct dirent *de) {
+    size_t len = strlen(de->d_name);
+    return de->d_name[0] != '.' && len > 4 && strcmp(de->d_name + len - 4, ".sql") == 0;
+}
+
+/* Byte order, whatever the locale. */
+static int ts_migrate_by_name(const struct dirent **a, const struct dirent **b) {
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static char *ts_migrate_read(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *nbuf = realloc(buf, cap);
+            if (!nbuf) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nbuf;
+        }
+        size_t n = fread(buf + len, 1, 4096, f);
+        len += n;
+        if (n < 4096)
+            break;
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Applies the *.sql files of one folder in name order. */
+static ts_err ts_migrate_dir(PGconn *conn, const char *dir, int *count, char *err, size_t errlen) {
+    struct dirent **list = NULL;
+    int n = scandir(dir, &list, ts_migrate_is_sql, ts_migrate_by_name);
+    if (n < 0) {
+        ts_migrate_errf(err, errlen, "migrations folder %s: %s", dir, strerror(errno));
+        return TS_E_CONFIG;
+    }
+    /* The record's folder part is the folder's base name. */
+    size_t dlen = strlen(dir);
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    size_t bstart = dlen;
+    while (bstart > 0 && dir[bstart - 1] != '/')
+        bstart--;
+    ts_err rc = TS_OK;
+    int i = 0;
+    for (; i < n && rc == TS_OK; i++) {
+        char path[4096], name[1024];
+        snprintf(path, sizeof path, "%.*s/%s", (int)dlen, dir, list[i]->d_name);
+        snprintf(name, sizeof name, "%.*s/%s", (int)(dlen - bstart), dir + bstart, list[i]->d_name);
+        char *sql = ts_migrate_read(path);
+        if (!sql) {
+            ts_migrate_errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            rc = TS_E_CONFIG;
+        } else {
+            int applied;
+            rc = ts_migrate_one(conn, name, sql, &applied, err, errlen);
+            *count += applied;
+            free(sql);
+        }
+        free(list[i]);
+    }
+    for (; i < n; i++)
+        free(list[i]);
+    free(list);
+    return rc;
+}
+
+ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, size_t n_dirs, char *err,
+                        size_t errlen) {
+    if (!conninfo || (n_dirs > 0 && !dirs)) {
+        ts_migrate_errf(err, errlen, "no conninfo or folders");
+        return TS_E_INVALID;
+    }
+    /* The server may still be starting (embedded default, containers). */
+    PGconn *conn = NULL;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        conn = PQconnectdb(conninfo);
+        if (PQstatus(conn) == CONNECTION_OK)
+            break;
+        if (attempt == 49) {
+            ts_migrate_errf(err, errlen, "cannot connect for migrations: %s", PQerrorMessage(conn));
+            PQfinish(conn);
+            return TS_E_RETRY;
+        }
+        PQfinish(conn);
+        conn = NULL;
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    PQsetNoticeProcessor(conn, ts_migrate_notice, NULL);
+    int count = 0, applied = 0;
+    ts_err rc = ts_migrate_one(conn, ts_migrate_builtin_name, ts_migrate_builtin_sql, &applied, err,
+                               errlen);
+    count += applied;
+    for (size_t i = 0; i < n_dirs && rc == TS_OK; i++)
+        rc = ts_migrate_dir(conn, dirs[i], &count, err, errlen);
+    PQfinish(conn);
+    if (rc == TS_OK)
+        ts_log_info(TS_MIGRATE_COMP, "migrations up to date (%d applied now)", count);
+    return rc;
+}

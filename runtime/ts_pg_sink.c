@@ -1,0 +1,864 @@
+/* ts_pg_sink.c - row effects into PostgreSQL, libpq pipeline mode on the loop.
+ *
+ * One connection, driven by a uv_poll_t on PQsocket: while connecting,
+ * PQconnectPoll says which direction to wait for; once ready the connection is
+ * non-blocking in pipeline mode, always watched for reading and also for
+ * writing while PQflush has output left.
+ *
+ * Each accepted write is a job in a FIFO. Sending a job queues, without any
+ * round trip, `SELECT ts_claim_batch(...)`, one statement per live row effect
+ * and a Sync. Everything before a Sync is one implicit transaction: it commits
+ * at the Sync, and an error anywhere rolls all of it back and skips the rest.
+ * (An explicit BEGIN/COMMIT would leave the session in an aborted transaction
+ * after an error and need an extra ROLLBACK round trip.) Results arrive in
+ * sending order, so the jobs on the wire form a second FIFO (`inflight`): a
+ * job's results are read until its PGRES_PIPELINE_SYNC, remembering the first
+ * error. No error, or the fence's SQLSTATE, completes the job; any other error
+ * parks it (WAITING) until the retry timer resends it. A lost connection sends
+ * every unfinished job again on the next connection.
+ *
+ * `done` may call back into the sink (write, or close); close during result
+ * processing is deferred until the dispatch returns, so the connection is
+ * never freed under the loop that reads it.
+ */
+#include "ts_pg_sink.h"
+
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_log.h"
+#include "ts_migrate.h"
+
+#define TS_PG_BACKOFF_MIN_MS 100
+#define TS_PG_BACKOFF_MAX_MS 5000
+#define TS_PG_MAX_COLS 1600 /* PostgreSQL's own limit per table */
+
+typedef enum ts_pg_state { TS_PG_DOWN, TS_PG_CONNECTING, TS_PG_READY } ts_pg_state;
+
+typedef enum ts_pg_job_state {
+    TS_PG_JOB_QUEUED,
+    TS_PG_JOB_SENT,
+    TS_PG_JOB_WAITING,
+} ts_pg_job_state;
+
+typedef struct ts_pg_sink ts_pg_sink;
+
+typedef struct ts_pg_job {
+    struct ts_pg_job *next;          /* all unfinished jobs, FIFO */
+    struct ts_pg_job *next_inflight; /* jobs on the wire, in sending order */
+    ts_flush flush;                  /* copy; effects borrowed until done */
+    char *task_id;                   /* owned; flush.task_id points here */
+    ts_sink_done_cb done;
+    void *arg;
+    ts_pg_job_state state;
+    int immediate; /* no row effects: completes from the kick timer */
+    int finished;
+    int failures;
+    /* results of the current attempt */
+    int stmts_done; /* statements whose results were fully read */
+    int err_stmt;   /* statement that failed (0 = the claim), -1 none */
+    char sqlstate[6];
+    char *errmsg;
+} ts_pg_job;
+
+/* The poll handle lives in its own allocation because a connection's handle
+ * may still be closing when the next connection (new socket) starts. */
+typedef struct ts_pg_poll {
+    uv_poll_t handle;
+    ts_pg_sink *sink; /* NULL once detached from the sink */
+    int fd;
+    int events;
+} ts_pg_poll;
+
+struct ts_pg_sink {
+    uv_loop_t *loop;
+    char comp[64];
+    char *conninfo;
+    PGconn *conn;
+    ts_pg_state state;
+    ts_pg_poll *poll;
+    int down_logged;
+
+    ts_pg_job *head, *tail;
+    ts_pg_job *inflight_head, *inflight_tail;
+    ts_rowcol *cols; /* scratch for unpacking rows */
+
+    uv_timer_t retry_timer;
+    uv_timer_t kick_timer;
+    int backoff_ms;
+
+    int dispatching; /* inside result processing: close must wait */
+    int closing;
+    int close_deferred;
+    int closes_pending;
+    void (*closed)(void *arg);
+    void *closed_arg;
+};
+
+static void ts_pg_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void ts_pg_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- SQL text ------------------------------------------------------------- */
+
+typedef struct ts_pg_buf {
+    char *data;
+    size_t len, cap;
+    int failed;
+} ts_pg_buf;
+
+static void ts_pg_buf_put(ts_pg_buf *b, const char *s, size_t n) {
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *data = realloc(b->data, cap);
+        if (!data) {
+            b->failed = 1;
+            return;
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void ts_pg_buf_str(ts_pg_buf *b, const char *s) { ts_pg_buf_put(b, s, strlen(s)); }
+
+/* A double-quoted identifier ("" inside), so reserved words and any case
+ * work, and no name can inject SQL. */
+static void ts_pg_buf_ident(ts_pg_buf *b, const char *name, size_t len) {
+    ts_pg_buf_put(b, "\"", 1);
+    for (size_t i = 0; i < len; i++)
+        ts_pg_buf_put(b, name[i] == '"' ? "\"\"" : &name[i], name[i] == '"' ? 2 : 1);
+    ts_pg_buf_put(b, "\"", 1);
+}
+
+/* Table names may be schema-qualified: each dot-separated part is quoted. */
+static void ts_pg_buf_table(ts_pg_buf *b, const char *name, size_t len) {
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || name[i] == '.') {
+            if (start > 0)
+                ts_pg_buf_put(b, ".", 1);
+            ts_pg_buf_ident(b, name + start, i - start);
+            start = i + 1;
+        }
+    }
+}
+
+static void ts_pg_buf_param(ts_pg_buf *b, size_t n) {
+    char num[24];
+    snprintf(num, sizeof num, "$%zu", n);
+    ts_pg_buf_str(b, num);
+}
+
+/* Builds one row effect's statement into sql; counts its parameters. Columns
+ * whose key value is NULL in a DELETE become "IS NULL" (no parameter). */
+static void ts_pg_build_stmt(const ts_effect *e, const ts_rowcol *cols, size_t ncols, size_t nkey,
+                             ts_pg_buf *sql) {
+    if (e->kind == TS_EFF_ROW_UPSERT) {
+        ts_pg_buf_str(sql, "INSERT INTO ");
+        ts_pg_buf_table(sql, e->a.data, e->a.len);
+        ts_pg_buf_str(sql, " (");
+        for (size_t i = 0; i < ncols; i++) {
+            if (i)
+                ts_pg_buf_str(sql, ", ");
+            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
+        }
+        ts_pg_buf_str(sql, ") VALUES (");
+        for (size_t i = 0; i < ncols; i++) {
+            if (i)
+                ts_pg_buf_str(sql, ", ");
+            ts_pg_buf_param(sql, i + 1);
+        }
+        ts_pg_buf_str(sql, ") ON CONFLICT (");
+        for (size_t i = 0; i < nkey; i++) {
+            if (i)
+                ts_pg_buf_str(sql, ", ");
+            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
+        }
+        if (ncols == nkey) {
+            ts_pg_buf_str(sql, ") DO NOTHING");
+            return;
+        }
+        ts_pg_buf_str(sql, ") DO UPDATE SET ");
+        for (size_t i = nkey; i < ncols; i++) {
+            if (i > nkey)
+                ts_pg_buf_str(sql, ", ");
+            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
+            ts_pg_buf_str(sql, " = EXCLUDED.");
+            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
+        }
+        return;
+    }
+    ts_pg_buf_str(sql, "DELETE FROM ");
+    ts_pg_buf_table(sql, e->a.data, e->a.len);
+    ts_pg_buf_str(sql, " WHERE ");
+    size_t param = 0;
+    for (size_t i = 0; i < nkey; i++) {
+        if (i)
+            ts_pg_buf_str(sql, " AND ");
+        ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
+        if (!cols[i].value) {
+            ts_pg_buf_str(sql, " IS NULL");
+        } else {
+            ts_pg_buf_str(sql, " = ");
+            ts_pg_buf_param(sql, ++param);
+        }
+    }
+}
+
+/* Checks a flush's row effects up front, so a malformed one fails the write at
+ * once instead of being retried forever. Returns the number of live row
+ * effects, or -1 (logged). */
+static long ts_pg_validate(ts_pg_sink *ps, const ts_flush *flush) {
+    size_t n = ts_effects_count(flush->effects);
+    long rows = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ts_effect *e = ts_effects_at(flush->effects, i);
+        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
+            continue;
+        size_t ncols = 0, nkey = 0;
+        const char *why = NULL;
+        if (!e->a.data || e->a.len == 0 || memchr(e->a.data, '\0', e->a.len))
+            why = "no table name";
+        else if (ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey) != TS_OK)
+            why = "malformed packed columns";
+        else if (nkey == 0)
+            why = "no key column";
+        for (size_t c = 0; !why && c < ncols; c++) {
+            if (ps->cols[c].name_len == 0 || memchr(ps->cols[c].name, '\0', ps->cols[c].name_len))
+                why = "empty column name";
+            else if (ps->cols[c].value && memchr(ps->cols[c].value, '\0', ps->cols[c].value_len))
+                why = "a value holds a NUL byte";
+        }
+        if (why) {
+            ts_log_error(ps->comp, "task %s: row effect %zu on table %.*s rejected: %s",
+                         flush->task_id ? flush->task_id : "?", i, e->a.data ? (int)e->a.len : 1,
+                         e->a.data ? e->a.data : "?", why);
+            return -1;
+        }
+        rows++;
+    }
+    return rows;
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+static void ts_pg_job_free(ts_pg_job *job) {
+    if (!job)
+        return;
+    free(job->task_id);
+    free(job->errmsg);
+    free(job);
+}
+
+static void ts_pg_job_reset_attempt(ts_pg_job *job) {
+    job->stmts_done = 0;
+    job->err_stmt = -1;
+    job->sqlstate[0] = '\0';
+    free(job->errmsg);
+    job->errmsg = NULL;
+}
+
+static void ts_pg_job_unlink(ts_pg_sink *ps, ts_pg_job *job) {
+    ts_pg_job **pp = &ps->head, *prev = NULL;
+    while (*pp && *pp != job) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = job->next;
+    if (ps->tail == job)
+        ps->tail = prev;
+    job->next = NULL;
+}
+
+static void ts_pg_job_finish(ts_pg_sink *ps, ts_pg_job *job, ts_err status) {
+    ts_pg_job_unlink(ps, job);
+    job->finished = 1;
+    job->done(job->arg, status);
+    ts_pg_job_free(job);
+}
+
+/* Queues a job's statements and its Sync on the connection. -1 when libpq
+ * refuses (the connection is broken). */
+static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
+    PGconn *conn = ps->conn;
+    char next[24];
+    snprintf(next, sizeof next, "%lld", (long long)job->flush.next_offset);
+    const char *claim[2] = {job->task_id, next};
+    if (!PQsendQueryParams(conn, "SELECT ts_claim_batch($1::text, $2::bigint)", 2, NULL, claim,
+                           NULL, NULL, 0))
+        return -1;
+    size_t n = ts_effects_count(job->flush.effects);
+    ts_pg_buf sql = {0}, vals = {0};
+    const char **params = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const ts_effect *e = ts_effects_at(job->flush.effects, i);
+        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
+            continue;
+        size_t ncols, nkey;
+        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey); /* validated */
+        sql.len = 0;
+        ts_pg_build_stmt(e, ps->cols, ncols, nkey, &sql);
+        /* Parameter values must be NUL-terminated: copy them into one buffer
+         * and point at it afterwards (it may move while growing). */
+        size_t nparams = e->kind == TS_EFF_ROW_UPSERT ? ncols : nkey;
+        size_t offsets[TS_PG_MAX_COLS];
+        const char *nulls[TS_PG_MAX_COLS];
+        size_t np = 0;
+        vals.len = 0;
+        for (size_t c = 0; c < nparams; c++) {
+            if (e->kind == TS_EFF_ROW_DELETE && !ps->cols[c].value)
+                continue; /* written as IS NULL */
+            nulls[np] = ps->cols[c].value;
+            offsets[np++] = vals.len;
+            if (ps->cols[c].value)
+                ts_pg_buf_put(&vals, ps->cols[c].value, ps->cols[c].value_len);
+            ts_pg_buf_put(&vals, "", 1); /* the terminator */
+        }
+        const char **p = realloc(params, (np ? np : 1) * sizeof *params);
+        if (!p || sql.failed || vals.failed) {
+            free(p);
+            params = NULL;
+            rc = -1;
+            break;
+        }
+        params = p;
+        for (size_t k = 0; k < np; k++)
+            params[k] = nulls[k] ? vals.data + offsets[k] : NULL;
+        if (!PQsendQueryParams(conn, sql.data, (int)np, NULL, params, NULL, NULL, 0))
+            rc = -1;
+    }
+    free(params);
+    free(sql.data);
+    free(vals.data);
+    if (rc != 0 || !PQpipelineSync(conn))
+        return -1;
+    ts_pg_job_reset_attempt(job);
+    job->state = TS_PG_JOB_SENT;
+    job->next_inflight = NULL;
+    if (ps->inflight_tail)
+        ps->inflight_tail->next_inflight = job;
+    else
+        ps->inflight_head = job;
+    ps->inflight_tail = job;
+    return 0;
+}
+
+/* Rebuilds statement `idx` of a job (0 = the claim) for an error message. */
+static char *ts_pg_job_stmt_text(ts_pg_sink *ps, const ts_pg_job *job, int idx) {
+    if (idx <= 0)
+        return strdup("SELECT ts_claim_batch($1::text, $2::bigint)");
+    size_t n = ts_effects_count(job->flush.effects);
+    int seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ts_effect *e = ts_effects_at(job->flush.effects, i);
+        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
+            continue;
+        if (++seen < idx)
+            continue;
+        size_t ncols, nkey;
+        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey);
+        ts_pg_buf sql = {0};
+        ts_pg_build_stmt(e, ps->cols, ncols, nkey, &sql);
+        return sql.data;
+    }
+    return NULL;
+}
+
+/* ---- connection ----------------------------------------------------------- */
+
+static void ts_pg_poll_cb(uv_poll_t *handle, int status, int events);
+static void ts_pg_connect(ts_pg_sink *ps);
+static void ts_pg_kick_if_ready(ts_pg_sink *ps);
+
+static void ts_pg_poll_closed(uv_handle_t *handle) {
+    ts_pg_poll *box = handle->data;
+    ts_pg_sink *ps = box->sink;
+    free(box);
+    if (ps && --ps->closes_pending == 0) {
+        if (ps->closed)
+            ps->closed(ps->closed_arg);
+        free(ps->conninfo);
+        free(ps->cols);
+        free(ps);
+    }
+}
+
+/* Stops watching the current socket; the box frees itself when closed. */
+static void ts_pg_unwatch(ts_pg_sink *ps) {
+    if (!ps->poll)
+        return;
+    ps->poll->sink = NULL;
+    uv_close((uv_handle_t *)&ps->poll->handle, ts_pg_poll_closed);
+    ps->poll = NULL;
+}
+
+/* Watches the connection's socket for `events`, following a new socket. */
+static int ts_pg_watch(ts_pg_sink *ps, int events) {
+    int fd = PQsocket(ps->conn);
+    if (fd < 0)
+        return -1;
+    if (ps->poll && ps->poll->fd != fd)
+        ts_pg_unwatch(ps);
+    if (!ps->poll) {
+        ts_pg_poll *box = calloc(1, sizeof *box);
+        if (!box)
+            return -1;
+        if (uv_poll_init(ps->loop, &box->handle, fd) != 0) {
+            free(box);
+            return -1;
+        }
+        box->handle.data = box;
+        box->sink = ps;
+        box->fd = fd;
+        ps->poll = box;
+    }
+    if (ps->poll->events != events || !uv_is_active((uv_handle_t *)&ps->poll->handle)) {
+        ps->poll->events = events;
+        if (uv_poll_start(&ps->poll->handle, events, ts_pg_poll_cb) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void ts_pg_retry_cb(uv_timer_t *timer);
+
+static void ts_pg_backoff(ts_pg_sink *ps) {
+    if (ps->closing || uv_is_active((uv_handle_t *)&ps->retry_timer))
+        return;
+    uv_timer_start(&ps->retry_timer, ts_pg_retry_cb, (uint64_t)ps->backoff_ms, 0);
+    ps->backoff_ms *= 2;
+    if (ps->backoff_ms > TS_PG_BACKOFF_MAX_MS)
+        ps->backoff_ms = TS_PG_BACKOFF_MAX_MS;
+}
+
+/* Drops the connection; every unfinished job will be sent again. */
+static void ts_pg_disconnect(ts_pg_sink *ps) {
+    ts_pg_unwatch(ps);
+    if (ps->conn)
+        PQfinish(ps->conn);
+    ps->conn = NULL;
+    ps->state = TS_PG_DOWN;
+    ps->inflight_head = ps->inflight_tail = NULL;
+    for (ts_pg_job *job = ps->head; job; job = job->next) {
+        job->state = TS_PG_JOB_QUEUED;
+        job->next_inflight = NULL;
+    }
+}
+
+static void ts_pg_connection_lost(ts_pg_sink *ps, const char *what) {
+    const char *msg = ps->conn ? PQerrorMessage(ps->conn) : "";
+    size_t len = strlen(msg);
+    while (len > 0 && msg[len - 1] == '\n')
+        len--;
+    if (!ps->down_logged)
+        ts_log_warn(ps->comp, "%s: %.*s; retrying with backoff", what, (int)len, msg);
+    else
+        ts_log_debug(ps->comp, "%s: %.*s", what, (int)len, msg);
+    ps->down_logged = 1;
+    ts_pg_disconnect(ps);
+    ts_pg_backoff(ps);
+}
+
+/* Writes buffered output; keeps watching for writability while some is left. */
+static int ts_pg_flush_out(ts_pg_sink *ps) {
+    int r = PQflush(ps->conn);
+    if (r < 0)
+        return -1;
+    return ts_pg_watch(ps, UV_READABLE | (r == 1 ? UV_WRITABLE : 0));
+}
+
+static void ts_pg_send_queued(ts_pg_sink *ps) {
+    if (ps->state != TS_PG_READY)
+        return;
+    int sent = 0;
+    for (ts_pg_job *job = ps->head; job; job = job->next) {
+        if (job->state != TS_PG_JOB_QUEUED || job->immediate)
+            continue;
+        if (ts_pg_job_send(ps, job) != 0) {
+            ts_pg_connection_lost(ps, "sending failed");
+            return;
+        }
+        sent = 1;
+    }
+    if (sent && ts_pg_flush_out(ps) != 0) {
+        ts_pg_connection_lost(ps, "sending failed");
+        return;
+    }
+    ts_pg_kick_if_ready(ps);
+}
+
+static void ts_pg_notice(void *arg, const char *message) {
+    ts_pg_sink *ps = arg;
+    ts_log_debug(ps->comp, "notice: %s", message);
+}
+
+static void ts_pg_connect(ts_pg_sink *ps) {
+    ps->conn = PQconnectStart(ps->conninfo);
+    if (!ps->conn || PQstatus(ps->conn) == CONNECTION_BAD) {
+        ts_pg_connection_lost(ps, "connect failed");
+        return;
+    }
+    ps->state = TS_PG_CONNECTING;
+    /* PQconnectStart has begun connecting: first wait until writable. */
+    if (ts_pg_watch(ps, UV_WRITABLE) != 0)
+        ts_pg_connection_lost(ps, "connect failed");
+}
+
+static void ts_pg_connect_step(ts_pg_sink *ps) {
+    switch (PQconnectPoll(ps->conn)) {
+    case PGRES_POLLING_READING:
+        if (ts_pg_watch(ps, UV_READABLE) != 0)
+            ts_pg_connection_lost(ps, "connect failed");
+        return;
+    case PGRES_POLLING_WRITING:
+        if (ts_pg_watch(ps, UV_WRITABLE) != 0)
+            ts_pg_connection_lost(ps, "connect failed");
+        return;
+    case PGRES_POLLING_OK:
+        break;
+    default:
+        ts_pg_connection_lost(ps, "connect failed");
+        return;
+    }
+    if (PQsetnonblocking(ps->conn, 1) != 0 || PQenterPipelineMode(ps->conn) != 1 ||
+        ts_pg_watch(ps, UV_READABLE) != 0) {
+        ts_pg_connection_lost(ps, "connection setup failed");
+        return;
+    }
+    PQsetNoticeProcessor(ps->conn, ts_pg_notice, ps);
+    ps->state = TS_PG_READY;
+    ps->down_logged = 0;
+    ps->backoff_ms = TS_PG_BACKOFF_MIN_MS;
+    ts_log_info(ps->comp, "connected");
+    ts_pg_send_queued(ps);
+}
+
+/* Errors worth retrying as they are: connection trouble, serialization
+ * failures and deadlocks, lack of resources, operator intervention. */
+static int ts_pg_retriable(const char *sqlstate) {
+    return strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "40", 2) == 0 ||
+           strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "57", 2) == 0 ||
+           strcmp(sqlstate, "55P03") == 0;
+}
+
+/* A job's Sync arrived: decide its fate. */
+static void ts_pg_job_settle(ts_pg_sink *ps, ts_pg_job *job) {
+    if (job->err_stmt < 0) {
+        ps->backoff_ms = TS_PG_BACKOFF_MIN_MS;
+        ts_pg_job_finish(ps, job, TS_OK);
+        return;
+    }
+    if (strcmp(job->sqlstate, TS_MIGRATE_ALREADY_APPLIED) == 0) {
+        ts_log_info(ps->comp, "task %s batch [%lld,%lld) was already applied; skipped",
+                    job->task_id, (long long)job->flush.first_offset,
+                    (long long)job->flush.next_offset);
+        ts_pg_job_finish(ps, job, TS_OK);
+        return;
+    }
+    const char *msg = job->errmsg ? job->errmsg : "?";
+    if (ts_pg_retriable(job->sqlstate)) {
+        ts_log(job->failures == 0 ? TS_LOG_WARN : TS_LOG_DEBUG, ps->comp,
+               "task %s batch [%lld,%lld): %s (SQLSTATE %s); retrying", job->task_id,
+               (long long)job->flush.first_offset, (long long)job->flush.next_offset, msg,
+               job->sqlstate);
+    } else if (job->failures == 0) {
+        /* Not going to fix itself: say so once, loudly, with the statement. */
+        char *stmt = ts_pg_job_stmt_text(ps, job, job->err_stmt);
+        ts_log_error(ps->comp,
+                     "task %s batch [%lld,%lld) failed: %s (SQLSTATE %s) in statement: %s; "
+                     "retrying until fixed",
+                     job->task_id, (long long)job->flush.first_offset,
+                     (long long)job->flush.next_offset, msg, job->sqlstate, stmt ? stmt : "?");
+        free(stmt);
+    }
+    job->failures++;
+    job->state = TS_PG_JOB_WAITING;
+    ts_pg_backoff(ps);
+}
+
+/* Reads every result available, settling jobs at their Sync. */
+static void ts_pg_read_results(ts_pg_sink *ps) {
+    int nulls = 0;
+    while (ps->inflight_head && !ps->closing && ps->conn) {
+        if (PQstatus(ps->conn) == CONNECTION_BAD || PQisBusy(ps->conn))
+            break;
+        PGresult *res = PQgetResult(ps->conn);
+        ts_pg_job *job = ps->inflight_head;
+        if (!res) {
+            /* The end of one statement's results; two in a row would mean
+             * libpq has nothing more for us. */
+            if (++nulls >= 2)
+                break;
+            job->stmts_done++;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_FATAL_ERROR && job->err_stmt < 0) {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+            snprintf(job->sqlstate, sizeof job->sqlstate, "%s", state ? state : "?????");
+            job->errmsg = strdup(msg ? msg : PQresultErrorMessage(res));
+            job->err_stmt = job->stmts_done;
+        }
+        PQclear(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            ps->inflight_head = job->next_inflight;
+            if (!ps->inflight_head)
+                ps->inflight_tail = NULL;
+            job->next_inflight = NULL;
+            ts_pg_job_settle(ps, job);
+        }
+    }
+}
+
+static void ts_pg_close_now(ts_pg_sink *ps);
+static void ts_pg_kick_cb(uv_timer_t *timer);
+
+/* libpq may read the socket while it writes, so results can wait in its
+ * buffer with no readable event to come: look again on the next iteration. */
+static void ts_pg_kick_if_ready(ts_pg_sink *ps) {
+    if (ps->conn && ps->inflight_head && !PQisBusy(ps->conn))
+        uv_timer_start(&ps->kick_timer, ts_pg_kick_cb, 0, 0);
+}
+
+/* Reads what arrived, settles jobs, writes what is pending. `consume` reads
+ * the socket first (it was readable). */
+static void ts_pg_process(ts_pg_sink *ps, int consume) {
+    ps->dispatching++;
+    if (consume && !PQconsumeInput(ps->conn)) {
+        ps->dispatching--;
+        ts_pg_connection_lost(ps, "connection lost");
+        return;
+    }
+    ts_pg_read_results(ps);
+    ps->dispatching--;
+    if (ps->close_deferred) {
+        ts_pg_close_now(ps);
+        return;
+    }
+    if (ps->closing || !ps->conn)
+        return;
+    if (PQstatus(ps->conn) == CONNECTION_BAD || ts_pg_flush_out(ps) != 0) {
+        ts_pg_connection_lost(ps, "connection lost");
+        return;
+    }
+    ts_pg_kick_if_ready(ps);
+}
+
+static void ts_pg_poll_cb(uv_poll_t *handle, int status, int events) {
+    ts_pg_poll *box = handle->data;
+    ts_pg_sink *ps = box->sink;
+    if (!ps || ps->closing || box != ps->poll)
+        return;
+    if (status < 0) {
+        ts_pg_connection_lost(ps, uv_strerror(status));
+        return;
+    }
+    if (ps->state == TS_PG_CONNECTING) {
+        ts_pg_connect_step(ps);
+        return;
+    }
+    ts_pg_process(ps, (events & UV_READABLE) != 0);
+}
+
+static void ts_pg_retry_cb(uv_timer_t *timer) {
+    ts_pg_sink *ps = timer->data;
+    if (ps->closing)
+        return;
+    if (ps->state == TS_PG_DOWN) {
+        ts_pg_connect(ps);
+        return;
+    }
+    for (ts_pg_job *job = ps->head; job; job = job->next)
+        if (job->state == TS_PG_JOB_WAITING)
+            job->state = TS_PG_JOB_QUEUED;
+    ts_pg_send_queued(ps);
+}
+
+/* ---- the sink table ------------------------------------------------------- */
+
+static void ts_pg_kick_cb(uv_timer_t *timer) {
+    ts_pg_sink *ps = timer->data;
+    ts_pg_job *job = ps->head;
+    while (job && !ps->closing) {
+        ts_pg_job *next = job->next;
+        if (job->immediate)
+            ts_pg_job_finish(ps, job, TS_OK);
+        job = next;
+    }
+    if (!ps->closing && ps->state == TS_PG_READY && ps->inflight_head && !ps->dispatching)
+        ts_pg_process(ps, 0);
+}
+
+static ts_err ts_pg_sink_write(void *sink, const ts_flush *flush, ts_sink_done_cb done, void *arg) {
+    ts_pg_sink *ps = sink;
+    if (ps->closing)
+        return TS_E_STOPPED;
+    if (!flush || !flush->effects || !done || !flush->task_id)
+        return TS_E_INVALID;
+    long rows = ts_pg_validate(ps, flush);
+    if (rows < 0)
+        return TS_E_INVALID;
+    ts_pg_job *job = calloc(1, sizeof *job);
+    if (!job || !(job->task_id = strdup(flush->task_id))) {
+        free(job);
+        return TS_E_NOMEM;
+    }
+    job->flush = *flush;
+    job->flush.task_id = job->task_id;
+    job->done = done;
+    job->arg = arg;
+    job->err_stmt = -1;
+    job->state = TS_PG_JOB_QUEUED;
+    job->immediate = rows == 0;
+    if (ps->tail)
+        ps->tail->next = job;
+    else
+        ps->head = job;
+    ps->tail = job;
+    if (job->immediate) {
+        uv_timer_start(&ps->kick_timer, ts_pg_kick_cb, 0, 0);
+    } else if (ps->state == TS_PG_READY) {
+        if (ts_pg_job_send(ps, job) != 0 || ts_pg_flush_out(ps) != 0) {
+            /* Not inside result processing unless `done` called us, and then
+             * the dispatcher re-checks the connection; dropping it here is safe
+             * only outside dispatch. */
+            if (!ps->dispatching)
+                ts_pg_connection_lost(ps, "sending failed");
+        } else {
+            ts_pg_kick_if_ready(ps);
+        }
+    }
+    return TS_OK;
+}
+
+static int ts_pg_sink_healthy(void *sink) {
+    ts_pg_sink *ps = sink;
+    if (ps->state != TS_PG_READY)
+        return 0;
+    for (ts_pg_job *job = ps->head; job; job = job->next)
+        if (job->state == TS_PG_JOB_WAITING)
+            return 0;
+    return 1;
+}
+
+static void ts_pg_timer_closed(uv_handle_t *handle) {
+    ts_pg_sink *ps = handle->data;
+    if (--ps->closes_pending > 0)
+        return;
+    if (ps->closed)
+        ps->closed(ps->closed_arg);
+    free(ps->conninfo);
+    free(ps->cols);
+    free(ps);
+}
+
+static void ts_pg_close_now(ts_pg_sink *ps) {
+    ps->close_deferred = 0;
+    ts_pg_job *job = ps->head;
+    while (job) {
+        ts_pg_job *next = job->next;
+        ts_pg_job_free(job);
+        job = next;
+    }
+    ps->head = ps->tail = NULL;
+    ps->closes_pending = 2;
+    if (ps->poll) {
+        /* The socket's handle counts too, so `closed` means every handle is
+         * gone and the loop can be closed. */
+        ps->closes_pending++;
+        ts_pg_poll *box = ps->poll;
+        ts_pg_unwatch(ps);
+        box->sink = ps;
+    }
+    if (ps->conn)
+        PQfinish(ps->conn);
+    ps->conn = NULL;
+    ps->state = TS_PG_DOWN;
+    uv_close((uv_handle_t *)&ps->retry_timer, ts_pg_timer_closed);
+    uv_close((uv_handle_t *)&ps->kick_timer, ts_pg_timer_closed);
+}
+
+static void ts_pg_sink_close(void *sink, void (*closed)(void *arg), void *arg) {
+    ts_pg_sink *ps = sink;
+    if (ps->closing)
+        return;
+    ps->closing = 1;
+    ps->closed = closed;
+    ps->closed_arg = arg;
+    for (ts_pg_job *job = ps->head; job; job = job->next) {
+        if (!job->finished) {
+            job->finished = 1;
+            job->done(job->arg, TS_E_STOPPED);
+        }
+    }
+    if (ps->dispatching)
+        ps->close_deferred = 1;
+    else
+        ts_pg_close_now(ps);
+}
+
+static const ts_sink_ops ts_pg_sink_ops = {
+    .name = "postgres",
+    .write = ts_pg_sink_write,
+    .healthy = ts_pg_sink_healthy,
+    .close = ts_pg_sink_close,
+};
+
+ts_err ts_pg_sink_create(uv_loop_t *loop, const char *conninfo, ts_sink *out, char *err,
+                         size_t errlen) {
+    if (!loop || !conninfo || !out) {
+        ts_pg_errf(err, errlen, "postgres sink: loop, conninfo and out are required");
+        return TS_E_INVALID;
+    }
+    ts_pg_sink *ps = calloc(1, sizeof *ps);
+    if (!ps || !(ps->conninfo = strdup(conninfo)) ||
+        !(ps->cols = calloc(TS_PG_MAX_COLS, sizeof *ps->cols))) {
+        if (ps)
+            free(ps->conninfo);
+        free(ps);
+        ts_pg_errf(err, errlen, "out of memory");
+        return TS_E_NOMEM;
+    }
+    ps->loop = loop;
+    ps->backoff_ms = TS_PG_BACKOFF_MIN_MS;
+    /* Name the instance by database, never by password. */
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    const char *db = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "dbname") == 0 && o->val)
+            db = o->val;
+    snprintf(ps->comp, sizeof ps->comp, "pg-sink %s", db ? db : "(default db)");
+    PQconninfoFree(opts);
+    uv_timer_init(loop, &ps->retry_timer);
+    uv_timer_init(loop, &ps->kick_timer);
+    ps->retry_timer.data = ps;
+    ps->kick_timer.data = ps;
+    ts_pg_connect(ps);
+    out->ops = &ts_pg_sink_ops;
+    out->impl = ps;
+    return TS_OK;
+}

@@ -1,0 +1,614 @@
+/* ts_redis_sink.c - view effects into Redis over hiredis async on the libuv loop.
+ *
+ * The sink owns one hiredis async context at a time (attached to the loop with
+ * hiredis's libuv adapter) and a FIFO of jobs, one per accepted write. A job is
+ * QUEUED (to be sent on the next ready connection), SENT (its MULTI ... EXEC is
+ * on the wire; only EXEC carries a callback) or WAITING (its EXEC failed; it is
+ * resent when the retry timer fires). A connection becomes ready after the
+ * optional AUTH/SELECT and a PING succeed; then every queued job is sent.
+ *
+ * When a connection drops, hiredis calls every pending callback with a NULL
+ * reply (the job goes back to QUEUED) and then the disconnect callback, which
+ * schedules a reconnect with backoff. Because writes are whole values, sending
+ * a flush again is harmless. Jobs whose flush has no view effects complete
+ * from a zero timer so `done` never runs inside `write`.
+ *
+ * Lifetimes: hiredis may call back into the sink (NULL replies, disconnect)
+ * while it frees a context, also after ops->close; so jobs and the sink are
+ * freed only in the close callbacks of the sink's own timers, by which point
+ * the context is gone (hiredis frees it at once, or when the callback that
+ * asked for it returns).
+ */
+#include "ts_redis_sink.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_log.h"
+
+#define TS_REDIS_BACKOFF_MIN_MS 100
+#define TS_REDIS_BACKOFF_MAX_MS 5000
+
+typedef enum ts_redis_state {
+    TS_REDIS_DOWN,       /* no context; the retry timer will connect */
+    TS_REDIS_CONNECTING, /* context exists, setup commands in flight */
+    TS_REDIS_READY,
+} ts_redis_state;
+
+typedef enum ts_redis_job_state {
+    TS_REDIS_JOB_QUEUED,
+    TS_REDIS_JOB_SENT,
+    TS_REDIS_JOB_WAITING,
+} ts_redis_job_state;
+
+typedef struct ts_redis_sink ts_redis_sink;
+
+typedef struct ts_redis_job {
+    struct ts_redis_job *next;
+    ts_redis_sink *sink;
+    ts_flush flush; /* copy of the caller's; effects borrowed until done */
+    char *task_id;  /* owned copy, flush.task_id points here */
+    ts_sink_done_cb done;
+    void *arg;
+    ts_redis_job_state state;
+    int finished;  /* done has run (success, or STOPPED at close) */
+    int failures;  /* consecutive failed attempts, to log an error only once */
+    int immediate; /* no view effects: completes from the kick timer */
+} ts_redis_job;
+
+struct ts_redis_sink {
+    uv_loop_t *loop;
+    char comp[160]; /* log component: "redis-sink <where>" (no password) */
+    /* connection settings from the url */
+    char *unix_path;
+    char *host;
+    int port;
+    char *user;
+    char *password;
+    int db;
+
+    redisAsyncContext *ac;
+    ts_redis_state state;
+    int setup_pending; /* replies still expected before READY */
+    int setup_failed;
+    int down_logged; /* the current outage was logged */
+
+    ts_redis_job *head, *tail; /* FIFO of unfinished jobs */
+    uv_timer_t retry_timer;    /* reconnect and resend after backoff */
+    uv_timer_t kick_timer;     /* completes jobs without view effects */
+    int backoff_ms;
+
+    int closing;
+    int closes_pending;
+    void (*closed)(void *arg);
+    void *closed_arg;
+};
+
+static void ts_redis_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void ts_redis_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- url ------------------------------------------------------------------ */
+
+static int ts_redis_parse_int(const char *s, size_t len, int *out) {
+    if (len == 0 || len > 9)
+        return -1;
+    int v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static ts_err ts_redis_parse_url(ts_redis_sink *rs, const char *url, char *err, size_t errlen) {
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *path = url + 7;
+        const char *q = strchr(path, '?');
+        size_t plen = q ? (size_t)(q - path) : strlen(path);
+        if (plen == 0 || path[0] != '/') {
+            ts_redis_errf(err, errlen, "redis url %s: unix:// needs an absolute path", url);
+            return TS_E_CONFIG;
+        }
+        if (q &&
+            (strncmp(q, "?db=", 4) != 0 || ts_redis_parse_int(q + 4, strlen(q + 4), &rs->db))) {
+            ts_redis_errf(err, errlen, "redis url %s: only ?db=N may follow the path", url);
+            return TS_E_CONFIG;
+        }
+        rs->unix_path = strndup(path, plen);
+        if (!rs->unix_path)
+            return TS_E_NOMEM;
+        snprintf(rs->comp, sizeof rs->comp, "redis-sink %.*s", (int)plen, path);
+        return TS_OK;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        ts_redis_errf(err, errlen, "redis url %s: must start with redis:// or unix://", url);
+        return TS_E_CONFIG;
+    }
+    const char *p = url + 8;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon) {
+            ts_redis_errf(err, errlen, "redis url: credentials must be [user]:password@");
+            return TS_E_CONFIG;
+        }
+        if (colon > p && !(rs->user = strndup(p, (size_t)(colon - p))))
+            return TS_E_NOMEM;
+        if (!(rs->password = strndup(colon + 1, (size_t)(at - colon - 1))))
+            return TS_E_NOMEM;
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    size_t hplen = slash ? (size_t)(slash - p) : strlen(p);
+    const char *colon = memchr(p, ':', hplen);
+    size_t hlen = colon ? (size_t)(colon - p) : hplen;
+    rs->port = 6379;
+    if (hlen == 0 || (colon && ts_redis_parse_int(colon + 1, hplen - hlen - 1, &rs->port) != 0) ||
+        rs->port <= 0 || rs->port > 65535 ||
+        (slash && slash[1] && ts_redis_parse_int(slash + 1, strlen(slash + 1), &rs->db) != 0)) {
+        ts_redis_errf(err, errlen,
+                      "redis url: expected redis://[[user]:password@]host[:port][/db]");
+        return TS_E_CONFIG;
+    }
+    if (!(rs->host = strndup(p, hlen)))
+        return TS_E_NOMEM;
+    snprintf(rs->comp, sizeof rs->comp, "redis-sink %s:%d", rs->host, rs->port);
+    return TS_OK;
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+static void ts_redis_job_unlink(ts_redis_sink *rs, ts_redis_job *job) {
+    ts_redis_job **pp = &rs->head, *prev = NULL;
+    while (*pp && *pp != job) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = job->next;
+    if (rs->tail == job)
+        rs->tail = prev;
+    job->next = NULL;
+}
+
+static void ts_redis_job_free(ts_redis_job *job) {
+    if (!job)
+        return;
+    free(job->task_id);
+    free(job);
+}
+
+/* Completes a job: out of the list, `done` called, freed. The job is no longer
+ * referenced by hiredis (its EXEC reply has arrived, or it was never sent). */
+static void ts_redis_job_finish(ts_redis_sink *rs, ts_redis_job *job, ts_err status) {
+    ts_redis_job_unlink(rs, job);
+    job->finished = 1;
+    job->done(job->arg, status);
+    ts_redis_job_free(job);
+}
+
+static int ts_redis_is_view(ts_effect_kind kind) {
+    return kind == TS_EFF_VIEW_SET || kind == TS_EFF_VIEW_DEL || kind == TS_EFF_ZADD ||
+           kind == TS_EFF_ZREM || kind == TS_EFF_ZREM_BELOW;
+}
+
+static void ts_redis_exec_cb(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* Queues one job's MULTI, commands and EXEC on the context (hiredis buffers
+ * them and writes when the socket is writable). */
+static int ts_redis_job_send(ts_redis_sink *rs, ts_redis_job *job) {
+    redisAsyncContext *ac = rs->ac;
+    if (redisAsyncCommand(ac, NULL, NULL, "MULTI") != REDIS_OK)
+        return -1;
+    const ts_effects *effs = job->flush.effects;
+    size_t n = ts_effects_count(effs);
+    for (size_t i = 0; i < n; i++) {
+        const ts_effect *e = ts_effects_at(effs, i);
+        if (e->dead || !ts_redis_is_view(e->kind))
+            continue;
+        const char *argv[4];
+        size_t argvlen[4];
+        char num[48];
+        int argc = 0;
+        switch (e->kind) {
+        case TS_EFF_VIEW_SET:
+            argv[argc] = "SET", argvlen[argc++] = 3;
+            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
+            argv[argc] = e->b.data, argvlen[argc++] = e->b.len;
+            break;
+        case TS_EFF_VIEW_DEL:
+            argv[argc] = "DEL", argvlen[argc++] = 3;
+            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
+            break;
+        case TS_EFF_ZADD:
+            snprintf(num, sizeof num, "%.17g", e->num);
+            argv[argc] = "ZADD", argvlen[argc++] = 4;
+            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
+            argv[argc] = num, argvlen[argc++] = strlen(num);
+            argv[argc] = e->b.data, argvlen[argc++] = e->b.len;
+            break;
+        case TS_EFF_ZREM:
+            argv[argc] = "ZREM", argvlen[argc++] = 4;
+            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
+            argv[argc] = e->b.data, argvlen[argc++] = e->b.len;
+            break;
+        case TS_EFF_ZREM_BELOW:
+            /* "(" makes the bound exclusive: members with score < num go. */
+            snprintf(num, sizeof num, "(%.17g", e->num);
+            argv[argc] = "ZREMRANGEBYSCORE", argvlen[argc++] = 16;
+            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
+            argv[argc] = "-inf", argvlen[argc++] = 4;
+            argv[argc] = num, argvlen[argc++] = strlen(num);
+            break;
+        default:
+            break;
+        }
+        if (redisAsyncCommandArgv(ac, NULL, NULL, argc, argv, argvlen) != REDIS_OK)
+            return -1;
+    }
+    if (redisAsyncCommand(ac, ts_redis_exec_cb, job, "EXEC") != REDIS_OK)
+        return -1;
+    job->state = TS_REDIS_JOB_SENT;
+    return 0;
+}
+
+/* Sends every queued job when the connection is ready. */
+static void ts_redis_send_queued(ts_redis_sink *rs) {
+    if (rs->state != TS_REDIS_READY || !rs->ac)
+        return;
+    for (ts_redis_job *job = rs->head; job; job = job->next) {
+        if (job->state != TS_REDIS_JOB_QUEUED || job->immediate)
+            continue;
+        if (ts_redis_job_send(rs, job) != 0) {
+            /* Only fails when the context is going away; the disconnect
+             * callback requeues and reconnects. */
+            ts_log_warn(rs->comp, "sending failed: %s", rs->ac->errstr);
+            return;
+        }
+    }
+}
+
+/* ---- connection ----------------------------------------------------------- */
+
+static void ts_redis_connect(ts_redis_sink *rs);
+
+static void ts_redis_retry_cb(uv_timer_t *timer) {
+    ts_redis_sink *rs = timer->data;
+    if (rs->closing)
+        return;
+    if (rs->state == TS_REDIS_DOWN) {
+        ts_redis_connect(rs);
+        return;
+    }
+    /* Connected: resend the jobs whose EXEC failed. */
+    for (ts_redis_job *job = rs->head; job; job = job->next)
+        if (job->state == TS_REDIS_JOB_WAITING)
+            job->state = TS_REDIS_JOB_QUEUED;
+    ts_redis_send_queued(rs);
+}
+
+/* Arms the retry timer with the current backoff and doubles it. */
+static void ts_redis_backoff(ts_redis_sink *rs) {
+    if (rs->closing || uv_is_active((uv_handle_t *)&rs->retry_timer))
+        return;
+    uv_timer_start(&rs->retry_timer, ts_redis_retry_cb, (uint64_t)rs->backoff_ms, 0);
+    rs->backoff_ms *= 2;
+    if (rs->backoff_ms > TS_REDIS_BACKOFF_MAX_MS)
+        rs->backoff_ms = TS_REDIS_BACKOFF_MAX_MS;
+}
+
+static void ts_redis_outage(ts_redis_sink *rs, const char *what, const char *detail) {
+    if (!rs->down_logged)
+        ts_log_warn(rs->comp, "%s: %s; retrying with backoff", what, detail);
+    else
+        ts_log_debug(rs->comp, "%s: %s", what, detail);
+    rs->down_logged = 1;
+}
+
+static void ts_redis_exec_cb(redisAsyncContext *ac, void *reply_, void *privdata) {
+    (void)ac;
+    ts_redis_job *job = privdata;
+    ts_redis_sink *rs = job->sink;
+    redisReply *reply = reply_;
+    if (job->finished || rs->closing)
+        return;
+    if (!reply) {
+        /* The connection is going away; the disconnect callback reconnects. */
+        job->state = TS_REDIS_JOB_QUEUED;
+        return;
+    }
+    const char *why = NULL;
+    char buf[256];
+    if (reply->type == REDIS_REPLY_ERROR) {
+        why = reply->str;
+    } else if (reply->type == REDIS_REPLY_NIL) {
+        why = "transaction aborted";
+    } else if (reply->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < reply->elements; i++)
+            if (reply->element[i]->type == REDIS_REPLY_ERROR) {
+                snprintf(buf, sizeof buf, "command %zu of the flush: %s", i + 1,
+                         reply->element[i]->str);
+                why = buf;
+                break;
+            }
+    }
+    if (!why) {
+        rs->backoff_ms = TS_REDIS_BACKOFF_MIN_MS;
+        ts_redis_job_finish(rs, job, TS_OK);
+        return;
+    }
+    /* A command Redis refuses (wrong type, out of memory) is not dropped: an
+     * operator has to fix it, and the flush is resent until it lands. */
+    if (job->failures++ == 0)
+        ts_log_error(rs->comp, "write of task %s offsets [%lld,%lld) failed: %s; retrying",
+                     job->flush.task_id, (long long)job->flush.first_offset,
+                     (long long)job->flush.next_offset, why);
+    job->state = TS_REDIS_JOB_WAITING;
+    ts_redis_backoff(rs);
+}
+
+static void ts_redis_setup_cb(redisAsyncContext *ac, void *reply_, void *privdata) {
+    ts_redis_sink *rs = privdata;
+    redisReply *reply = reply_;
+    if (!reply || rs->closing || rs->ac != ac)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (!rs->setup_failed)
+            ts_redis_outage(rs, "connection setup failed", reply->str);
+        rs->setup_failed = 1;
+    }
+    if (--rs->setup_pending > 0)
+        return;
+    if (rs->setup_failed) {
+        redisAsyncDisconnect(ac); /* the disconnect callback retries later */
+        return;
+    }
+    ts_log_info(rs->comp, "connected");
+    rs->state = TS_REDIS_READY;
+    rs->down_logged = 0;
+    rs->backoff_ms = TS_REDIS_BACKOFF_MIN_MS;
+    ts_redis_send_queued(rs);
+}
+
+static void ts_redis_connect_cb(const redisAsyncContext *ac, int status) {
+    ts_redis_sink *rs = ac->data;
+    if (rs->closing)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this returns. */
+        ts_redis_outage(rs, "connect failed", ac->errstr);
+        rs->ac = NULL;
+        rs->state = TS_REDIS_DOWN;
+        ts_redis_backoff(rs);
+        return;
+    }
+    redisAsyncContext *c = rs->ac;
+    rs->setup_failed = 0;
+    rs->setup_pending = 0;
+    int ok = 1;
+    if (rs->password) {
+        ok &= rs->user ? redisAsyncCommand(c, ts_redis_setup_cb, rs, "AUTH %s %s", rs->user,
+                                           rs->password) == REDIS_OK
+                       : redisAsyncCommand(c, ts_redis_setup_cb, rs, "AUTH %s", rs->password) ==
+                             REDIS_OK;
+        rs->setup_pending++;
+    }
+    if (rs->db) {
+        ok &= redisAsyncCommand(c, ts_redis_setup_cb, rs, "SELECT %d", rs->db) == REDIS_OK;
+        rs->setup_pending++;
+    }
+    ok &= redisAsyncCommand(c, ts_redis_setup_cb, rs, "PING") == REDIS_OK;
+    rs->setup_pending++;
+    if (!ok)
+        redisAsyncDisconnect(c);
+}
+
+static void ts_redis_disconnect_cb(const redisAsyncContext *ac, int status) {
+    ts_redis_sink *rs = ac->data;
+    (void)status;
+    if (rs->ac == ac)
+        rs->ac = NULL;
+    rs->state = TS_REDIS_DOWN;
+    if (rs->closing)
+        return;
+    ts_redis_outage(rs, "disconnected", ac->errstr[0] ? ac->errstr : "connection closed");
+    /* EXEC callbacks already ran with NULL replies and requeued their jobs;
+     * jobs waiting for a retry go with the next connection as well. */
+    for (ts_redis_job *job = rs->head; job; job = job->next)
+        job->state = TS_REDIS_JOB_QUEUED;
+    ts_redis_backoff(rs);
+}
+
+static void ts_redis_connect(ts_redis_sink *rs) {
+    redisAsyncContext *ac = rs->unix_path ? redisAsyncConnectUnix(rs->unix_path)
+                                          : redisAsyncConnect(rs->host, rs->port);
+    if (!ac || ac->err) {
+        ts_redis_outage(rs, "connect failed", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        ts_redis_backoff(rs);
+        return;
+    }
+    ac->data = rs;
+    if (redisLibuvAttach(ac, rs->loop) != REDIS_OK) {
+        ts_redis_outage(rs, "connect failed", "cannot attach to the loop");
+        redisAsyncFree(ac);
+        ts_redis_backoff(rs);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, ts_redis_connect_cb);
+    redisAsyncSetDisconnectCallback(ac, ts_redis_disconnect_cb);
+    rs->ac = ac;
+    rs->state = TS_REDIS_CONNECTING;
+}
+
+/* ---- the sink table ------------------------------------------------------- */
+
+static void ts_redis_kick_cb(uv_timer_t *timer) {
+    ts_redis_sink *rs = timer->data;
+    ts_redis_job *job = rs->head;
+    while (job && !rs->closing) {
+        ts_redis_job *next = job->next;
+        if (job->immediate)
+            ts_redis_job_finish(rs, job, TS_OK);
+        job = next;
+    }
+}
+
+static ts_err ts_redis_sink_write(void *sink, const ts_flush *flush, ts_sink_done_cb done,
+                                  void *arg) {
+    ts_redis_sink *rs = sink;
+    if (rs->closing)
+        return TS_E_STOPPED;
+    if (!flush || !flush->effects || !done)
+        return TS_E_INVALID;
+    size_t n = ts_effects_count(flush->effects), views = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ts_effect *e = ts_effects_at(flush->effects, i);
+        if (e->dead || !ts_redis_is_view(e->kind))
+            continue;
+        int needs_b =
+            e->kind == TS_EFF_VIEW_SET || e->kind == TS_EFF_ZADD || e->kind == TS_EFF_ZREM;
+        if (!e->a.data || (needs_b && !e->b.data)) {
+            ts_log_error(rs->comp, "task %s: view effect %zu lacks its key or value",
+                         flush->task_id ? flush->task_id : "?", i);
+            return TS_E_INVALID;
+        }
+        views++;
+    }
+    ts_redis_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return TS_E_NOMEM;
+    job->sink = rs;
+    job->flush = *flush;
+    job->task_id = strdup(flush->task_id ? flush->task_id : "?");
+    if (!job->task_id) {
+        free(job);
+        return TS_E_NOMEM;
+    }
+    job->flush.task_id = job->task_id;
+    job->done = done;
+    job->arg = arg;
+    job->state = TS_REDIS_JOB_QUEUED;
+    job->immediate = views == 0;
+    if (rs->tail)
+        rs->tail->next = job;
+    else
+        rs->head = job;
+    rs->tail = job;
+    if (job->immediate)
+        uv_timer_start(&rs->kick_timer, ts_redis_kick_cb, 0, 0);
+    else if (rs->state == TS_REDIS_READY && ts_redis_job_send(rs, job) != 0)
+        ts_log_warn(rs->comp, "sending failed: %s", rs->ac ? rs->ac->errstr : "no connection");
+    return TS_OK;
+}
+
+static int ts_redis_sink_healthy(void *sink) {
+    ts_redis_sink *rs = sink;
+    return rs->state == TS_REDIS_READY;
+}
+
+static void ts_redis_sink_free(ts_redis_sink *rs) {
+    ts_redis_job *job = rs->head;
+    while (job) {
+        ts_redis_job *next = job->next;
+        ts_redis_job_free(job);
+        job = next;
+    }
+    free(rs->unix_path);
+    free(rs->host);
+    free(rs->user);
+    free(rs->password);
+    free(rs);
+}
+
+static void ts_redis_handle_closed(uv_handle_t *handle) {
+    ts_redis_sink *rs = handle->data;
+    if (--rs->closes_pending > 0)
+        return;
+    if (rs->closed)
+        rs->closed(rs->closed_arg);
+    ts_redis_sink_free(rs);
+}
+
+static void ts_redis_sink_close(void *sink, void (*closed)(void *arg), void *arg) {
+    ts_redis_sink *rs = sink;
+    if (rs->closing)
+        return;
+    rs->closing = 1;
+    rs->closed = closed;
+    rs->closed_arg = arg;
+    /* Fail every unfinished write; the jobs stay allocated because hiredis may
+     * still hold them as callback data until the context is freed. */
+    for (ts_redis_job *job = rs->head; job; job = job->next) {
+        if (!job->finished) {
+            job->finished = 1;
+            job->done(job->arg, TS_E_STOPPED);
+        }
+    }
+    if (rs->ac) {
+        redisAsyncContext *ac = rs->ac;
+        rs->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    rs->state = TS_REDIS_DOWN;
+    rs->closes_pending = 2;
+    uv_close((uv_handle_t *)&rs->retry_timer, ts_redis_handle_closed);
+    uv_close((uv_handle_t *)&rs->kick_timer, ts_redis_handle_closed);
+}
+
+static const ts_sink_ops ts_redis_sink_ops = {
+    .name = "redis",
+    .write = ts_redis_sink_write,
+    .healthy = ts_redis_sink_healthy,
+    .close = ts_redis_sink_close,
+};
+
+ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char *err,
+                            size_t errlen) {
+    if (!loop || !url || !out) {
+        ts_redis_errf(err, errlen, "redis sink: loop, url and out are required");
+        return TS_E_INVALID;
+    }
+    ts_redis_sink *rs = calloc(1, sizeof *rs);
+    if (!rs) {
+        ts_redis_errf(err, errlen, "out of memory");
+        return TS_E_NOMEM;
+    }
+    rs->loop = loop;
+    rs->backoff_ms = TS_REDIS_BACKOFF_MIN_MS;
+    ts_err rc = ts_redis_parse_url(rs, url, err, errlen);
+    if (rc != TS_OK) {
+        if (rc == TS_E_NOMEM)
+            ts_redis_errf(err, errlen, "out of memory");
+        ts_redis_sink_free(rs);
+        return rc;
+    }
+    /* Timer init cannot fail on a valid loop; from here on the handles are
+     * owned and closing goes through ops->close. */
+    uv_timer_init(loop, &rs->retry_timer);
+    uv_timer_init(loop, &rs->kick_timer);
+    rs->retry_timer.data = rs;
+    rs->kick_timer.data = rs;
+    ts_redis_connect(rs);
+    out->ops = &ts_redis_sink_ops;
+    out->impl = rs;
+    return TS_OK;
+}

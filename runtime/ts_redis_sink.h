@@ -1,0 +1,34 @@
+/* ts_redis_sink.h - the view sink: a flush's view effects into Redis.
+ *
+ * A write sends the flush's live view effects (VIEW_SET -> SET, VIEW_DEL -> DEL,
+ * ZADD, ZREM, ZREM_BELOW -> ZREMRANGEBYSCORE key -inf (score) in their order as
+ * one MULTI/EXEC pipeline and reports `done` when EXEC's reply arrives. Other
+ * effect kinds are ignored; a flush without view effects completes on the next
+ * loop iteration. Several writes may be in flight at once. When the connection
+ * drops (or a command fails) the sink reconnects with backoff (100 ms doubling
+ * to 5 s) and resends whole flushes, which is safe because every command
+ * writes a whole value. See ts_sink.h for the table's contract.
+ *
+ * Threading: loop thread only.
+ */
+#ifndef TS_REDIS_SINK_H
+#define TS_REDIS_SINK_H
+
+#include <uv.h>
+
+#include "ts_error.h"
+#include "ts_sink.h"
+
+/** Creates a Redis sink on `loop` and starts connecting (in the background; a
+ * server that is down is retried, writes wait for it).
+ *
+ * @param url  "redis://[[user]:password@]host[:port][/db]" or
+ *             "unix:///path/to.sock[?db=N]"; copied.
+ * @param out  filled with the sink's table and instance on success; the
+ *             instance is freed by ops->close (after `closed` runs).
+ * @returns TS_OK; TS_E_CONFIG for a malformed url (detail in err); TS_E_NOMEM.
+ */
+ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char *err,
+                            size_t errlen);
+
+#endif

@@ -1,0 +1,634 @@
+/* ts_runtime.c - the process: embedded stack, source, tasks, sinks, one loop.
+ *
+ * The loop's phases, in the order a record meets them:
+ *   poll    the source's pipe turns readable; records go to their task's buffer;
+ *   idle    `work` runs one batch of every ready task (then stops itself);
+ *   poll    the sinks' sockets; acknowledgements complete flushes, which
+ *           commit offsets and make tasks ready again;
+ *   timer   `tick` frees revoked tasks and drives a graceful stop.
+ * Stopping: no new batch starts; once no flush is in flight the group is left,
+ * the sinks are closed, and every handle closes, which ends uv_run.
+ */
+#include "ts_runtime.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ts_avro.h"
+#include "ts_cluster.h"
+#include "ts_kafka_sink.h"
+#include "ts_log.h"
+#include "ts_migrate.h"
+#include "ts_pg_sink.h"
+#include "ts_redis_sink.h"
+#include "ts_servers.h"
+#include "ts_source.h"
+#include "ts_state.h"
+#include "ts_task.h"
+
+#define TS_RUNTIME_TICK_MS 50
+
+typedef struct ts_runtime_proc {
+    const ts_processor_conf *conf;
+    ts_task_spec spec;
+    char *dlq_topic;
+} ts_runtime_proc;
+
+typedef struct ts_runtime_encoder {
+    const char *topic;
+    ts_encoder *enc;
+} ts_runtime_encoder;
+
+struct ts_runtime {
+    const ts_topology *topo;
+    uv_loop_t loop;
+    int loop_ready;
+
+    ts_cluster *cluster;
+    ts_servers *servers;
+    char *brokers, *redis_url, *pg_conninfo;
+
+    ts_schemas *schemas;
+    ts_state *state;
+    ts_runtime_proc *procs;
+    size_t n_procs;
+    ts_runtime_encoder *encoders;
+    size_t n_encoders;
+
+    ts_sink sinks[3];
+    size_t n_sinks, sinks_open;
+    ts_source *source;
+    ts_task_host host;
+
+    ts_task **tasks;
+    size_t n_tasks, cap_tasks;
+
+    uv_idle_t work;
+    uv_timer_t tick;
+    uv_signal_t sigint, sigterm;
+    int handles_ready;
+    int stopping, closing;
+    ts_err exit_err;
+};
+
+/* ---- small helpers -------------------------------------------------------------- */
+
+static int ts_runtime_mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int ts_runtime_rm_entry(const char *path, const struct stat *sb, int flag,
+                               struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void ts_runtime_rmtree(const char *path) {
+    nftw(path, ts_runtime_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *ts_runtime_join(const char *dir, const char *name) {
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(len);
+    if (path)
+        snprintf(path, len, "%s/%s", dir, name);
+    return path;
+}
+
+static int ts_runtime_empty(const char *s) { return !s || !*s; }
+
+/* ---- tasks ------------------------------------------------------------------------ */
+
+static ts_task *ts_runtime_task_find(const ts_runtime *rt, const char *topic, int32_t partition) {
+    for (size_t i = 0; i < rt->n_tasks; i++)
+        if (ts_task_partition(rt->tasks[i]) == partition &&
+            strcmp(ts_task_topic(rt->tasks[i]), topic) == 0)
+            return rt->tasks[i];
+    return NULL;
+}
+
+static void ts_runtime_task_remove(ts_runtime *rt, size_t i) {
+    ts_task_destroy(rt->tasks[i]);
+    rt->tasks[i] = rt->tasks[--rt->n_tasks];
+}
+
+static ts_runtime_proc *ts_runtime_proc_for(ts_runtime *rt, const char *topic) {
+    for (size_t i = 0; i < rt->n_procs; i++)
+        if (strcmp(rt->procs[i].spec.topic, topic) == 0)
+            return &rt->procs[i];
+    return NULL;
+}
+
+static void ts_runtime_on_work(uv_idle_t *idle) {
+    ts_runtime *rt = idle->data;
+    int more = 0;
+    for (size_t i = 0; i < rt->n_tasks && !rt->stopping; i++) {
+        ts_task_run(rt->tasks[i]);
+        more |= ts_task_ready(rt->tasks[i]);
+    }
+    if (!more || rt->stopping)
+        uv_idle_stop(idle);
+}
+
+static void ts_runtime_schedule(void *arg, ts_task *task) {
+    (void)task;
+    ts_runtime *rt = arg;
+    if (!rt->stopping)
+        uv_idle_start(&rt->work, ts_runtime_on_work);
+}
+
+static void ts_runtime_pause(void *arg, ts_task *task, int pause) {
+    ts_runtime *rt = arg;
+    if (rt->source && !rt->closing)
+        ts_source_pause(rt->source, ts_task_topic(task), ts_task_partition(task), pause);
+}
+
+static void ts_runtime_commit(void *arg, ts_task *task, int64_t next_offset) {
+    ts_runtime *rt = arg;
+    if (rt->source && !rt->closing)
+        ts_source_commit(rt->source, ts_task_topic(task), ts_task_partition(task), next_offset);
+}
+
+static void ts_runtime_task_failed(void *arg, ts_task *task, ts_err err) {
+    ts_runtime *rt = arg;
+    ts_log_error("runtime", "task %s failed (%s): stopping", ts_task_id(task), ts_err_name(err));
+    if (rt->exit_err == TS_OK)
+        rt->exit_err = err;
+    ts_runtime_stop(rt);
+}
+
+/* ---- source handler --------------------------------------------------------------- */
+
+static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partition) {
+    ts_runtime *rt = arg;
+    ts_runtime_proc *proc = ts_runtime_proc_for(rt, topic);
+    if (!proc || rt->stopping)
+        return -1000;
+    ts_task *task = ts_runtime_task_find(rt, topic, partition);
+    if (task) {
+        /* Revoked while a flush was in flight and given back before it
+         * finished: its state is current, so it simply goes on. */
+        ts_task_reassign(task);
+        ts_log_info(ts_task_id(task), "re-assigned while flushing");
+        return ts_task_position(task) < 0 ? RD_KAFKA_OFFSET_BEGINNING : ts_task_position(task);
+    }
+    char err[512];
+    if (rt->n_tasks == rt->cap_tasks) {
+        size_t cap = rt->cap_tasks ? rt->cap_tasks * 2 : 16;
+        ts_task **grown = realloc(rt->tasks, cap * sizeof(*grown));
+        if (!grown)
+            return -1000;
+        rt->tasks = grown;
+        rt->cap_tasks = cap;
+    }
+    ts_err rc = ts_task_create(&rt->host, &proc->spec, partition, &task, err, sizeof(err));
+    if (rc != TS_OK) {
+        ts_log_error("runtime", "%s", err);
+        if (rt->exit_err == TS_OK)
+            rt->exit_err = rc;
+        ts_runtime_stop(rt);
+        return -1000;
+    }
+    rt->tasks[rt->n_tasks++] = task;
+    ts_task_start(task);
+    int64_t pos = ts_task_position(task);
+    ts_log_info(ts_task_id(task), "started at %s%" PRId64, pos < 0 ? "the beginning " : "offset ",
+                pos < 0 ? (int64_t)0 : pos);
+    return pos < 0 ? RD_KAFKA_OFFSET_BEGINNING : pos;
+}
+
+static void ts_runtime_revoked(void *arg, const char *topic, int32_t partition) {
+    ts_runtime *rt = arg;
+    for (size_t i = 0; i < rt->n_tasks; i++) {
+        ts_task *task = rt->tasks[i];
+        if (ts_task_partition(task) != partition || strcmp(ts_task_topic(task), topic) != 0)
+            continue;
+        ts_task_revoke(task);
+        if (!ts_task_busy(task))
+            ts_runtime_task_remove(rt, i);
+        return;
+    }
+}
+
+static void ts_runtime_record(void *arg, rd_kafka_message_t *msg) {
+    ts_runtime *rt = arg;
+    ts_task *task = ts_runtime_task_find(rt, rd_kafka_topic_name(msg->rkt), msg->partition);
+    if (!task) {
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+    ts_task_push(task, msg);
+}
+
+static void ts_runtime_source_failed(void *arg, const char *reason) {
+    ts_runtime *rt = arg;
+    ts_log_error("runtime", "source failed: %s", reason);
+    if (rt->exit_err == TS_OK)
+        rt->exit_err = TS_E_FATAL;
+    ts_runtime_stop(rt);
+}
+
+static ts_encoder *ts_runtime_encoder_for(void *arg, const char *topic) {
+    ts_runtime *rt = arg;
+    for (size_t i = 0; i < rt->n_encoders; i++)
+        if (strcmp(rt->encoders[i].topic, topic) == 0)
+            return rt->encoders[i].enc;
+    return NULL;
+}
+
+/* ---- stopping ----------------------------------------------------------------------- */
+
+static void ts_runtime_on_handle_closed(uv_handle_t *handle) { (void)handle; }
+
+static void ts_runtime_on_sink_closed(void *arg) {
+    ts_runtime *rt = arg;
+    rt->sinks_open--;
+}
+
+static void ts_runtime_close_all(ts_runtime *rt) {
+    rt->closing = 1;
+    ts_log_info("runtime", "leaving the group and closing");
+    if (rt->source) {
+        ts_source_close(rt->source); /* revocations free the idle tasks */
+        rt->source = NULL;
+    }
+    for (size_t i = 0; i < rt->n_sinks; i++)
+        rt->sinks[i].ops->close(rt->sinks[i].impl, ts_runtime_on_sink_closed, rt);
+    rt->n_sinks = 0;
+    uv_close((uv_handle_t *)&rt->work, ts_runtime_on_handle_closed);
+    uv_close((uv_handle_t *)&rt->tick, ts_runtime_on_handle_closed);
+    uv_close((uv_handle_t *)&rt->sigint, ts_runtime_on_handle_closed);
+    uv_close((uv_handle_t *)&rt->sigterm, ts_runtime_on_handle_closed);
+}
+
+static void ts_runtime_on_tick(uv_timer_t *timer) {
+    ts_runtime *rt = timer->data;
+    size_t busy = 0;
+    for (size_t i = 0; i < rt->n_tasks;) {
+        ts_task *task = rt->tasks[i];
+        if (ts_task_busy(task)) {
+            busy++;
+            i++;
+        } else if (ts_task_revoked(task)) {
+            ts_runtime_task_remove(rt, i); /* its last flush is done */
+        } else {
+            i++;
+        }
+    }
+    if (rt->stopping && !rt->closing && busy == 0)
+        ts_runtime_close_all(rt);
+}
+
+void ts_runtime_stop(ts_runtime *rt) {
+    if (rt->stopping)
+        return;
+    rt->stopping = 1;
+    ts_log_info("runtime", "stopping: finishing the batches in flight");
+}
+
+static void ts_runtime_on_signal(uv_signal_t *sig, int signum) {
+    ts_runtime *rt = sig->data;
+    ts_log_info("runtime", "signal %d", signum);
+    ts_runtime_stop(rt);
+}
+
+/* ---- create / run / destroy ------------------------------------------------------------ */
+
+static ts_err ts_runtime_start_kafka(ts_runtime *rt, char *err, size_t errlen) {
+    const ts_topology *topo = rt->topo;
+    const char **names = calloc(topo->n_topics, sizeof(*names));
+    int *parts = calloc(topo->n_topics, sizeof(*parts));
+    int *compacted = calloc(topo->n_topics, sizeof(*compacted));
+    ts_err rc = names && parts && compacted ? TS_OK : TS_E_NOMEM;
+    for (size_t i = 0; rc == TS_OK && i < topo->n_topics; i++) {
+        names[i] = topo->topics[i].name;
+        parts[i] = topo->topics[i].partitions;
+    }
+    if (rc == TS_OK && ts_runtime_empty(topo->kafka_brokers)) {
+        rc = ts_cluster_create(1, &rt->cluster, err, errlen);
+        for (size_t i = 0; rc == TS_OK && i < topo->n_topics; i++)
+            rc = ts_cluster_topic_create(rt->cluster, names[i], parts[i]);
+        if (rc == TS_OK) {
+            rt->brokers = strdup(ts_cluster_bootstraps(rt->cluster));
+            ts_log_info("runtime",
+                        "embedded Kafka (librdkafka mock cluster, in memory) at %s: produce "
+                        "with e.g. kcat -b %s -t %s -P",
+                        rt->brokers, rt->brokers, topo->topics[0].name);
+        }
+    } else if (rc == TS_OK) {
+        rt->brokers = strdup(topo->kafka_brokers);
+        rc = ts_cluster_topics_ensure(rt->brokers, topo->kafka_config, names, parts, compacted,
+                                      topo->n_topics, 30000, err, errlen);
+    }
+    free(names);
+    free(parts);
+    free(compacted);
+    if (rc == TS_OK && !rt->brokers)
+        rc = TS_E_NOMEM;
+    return rc;
+}
+
+static ts_err ts_runtime_start_servers(ts_runtime *rt, char *err, size_t errlen) {
+    const ts_topology *topo = rt->topo;
+    ts_err rc = TS_OK;
+    if (ts_runtime_empty(topo->redis_url)) {
+        rc = ts_servers_start_redis(&rt->servers, topo->state_dir, err, errlen);
+        if (rc == TS_OK)
+            rt->redis_url = strdup(ts_servers_redis_url(rt->servers));
+    } else {
+        rt->redis_url = strdup(topo->redis_url);
+    }
+    if (rc != TS_OK)
+        return rc;
+    if (ts_runtime_empty(topo->pg_conninfo)) {
+        rc = ts_servers_start_postgres(&rt->servers, topo->state_dir, err, errlen);
+        if (rc == TS_OK)
+            rt->pg_conninfo = strdup(ts_servers_pg_conninfo(rt->servers));
+    } else {
+        rt->pg_conninfo = strdup(topo->pg_conninfo);
+    }
+    if (rc == TS_OK && (!rt->redis_url || !rt->pg_conninfo))
+        rc = TS_E_NOMEM;
+    if (rc == TS_OK)
+        ts_log_info("runtime", "views in %s, rows in \"%s\"", rt->redis_url, rt->pg_conninfo);
+    return rc;
+}
+
+static ts_err ts_runtime_migrate(ts_runtime *rt, char *err, size_t errlen) {
+    const char **dirs = calloc(rt->topo->n_processors + 1, sizeof(*dirs));
+    if (!dirs)
+        return TS_E_NOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < rt->topo->n_processors; i++)
+        if (rt->topo->processors[i].migrations)
+            dirs[n++] = rt->topo->processors[i].migrations;
+    ts_err rc = ts_migrate_apply(rt->pg_conninfo, dirs, n, err, errlen);
+    free(dirs);
+    return rc;
+}
+
+static ts_err ts_runtime_add_encoder(ts_runtime *rt, const char *topic, char *err,
+                                     size_t errlen) {
+    if (ts_runtime_encoder_for(rt, topic))
+        return TS_OK;
+    const ts_topic_conf *tc = ts_topology_topic(rt->topo, topic);
+    ts_encoder *enc = tc && tc->schema ? ts_encoder_create(rt->schemas, tc->schema) : NULL;
+    if (!enc) {
+        snprintf(err, errlen, "%s:%d: output topic %s has no known schema", rt->topo->path,
+                 tc ? tc->line : 0, topic);
+        return TS_E_CONFIG;
+    }
+    rt->encoders[rt->n_encoders].topic = tc->name;
+    rt->encoders[rt->n_encoders++].enc = enc;
+    return TS_OK;
+}
+
+static ts_err ts_runtime_build_procs(ts_runtime *rt, const ts_processor_def *const *registry,
+                                     char *err, size_t errlen) {
+    const ts_topology *topo = rt->topo;
+    size_t n_out = 0;
+    for (size_t i = 0; i < topo->n_processors; i++)
+        n_out += topo->processors[i].n_outputs;
+    rt->procs = calloc(topo->n_processors, sizeof(*rt->procs));
+    rt->encoders = calloc(n_out + 1, sizeof(*rt->encoders));
+    if (!rt->procs || !rt->encoders)
+        return TS_E_NOMEM;
+    for (size_t i = 0; i < topo->n_processors; i++) {
+        const ts_processor_conf *pc = &topo->processors[i];
+        ts_runtime_proc *proc = &rt->procs[rt->n_procs++];
+        proc->conf = pc;
+        proc->spec.def = ts_processor_find(registry, pc->name);
+        if (!proc->spec.def) {
+            snprintf(err, errlen, "%s:%d: unknown processor '%s'", topo->path, pc->line,
+                     pc->name);
+            return TS_E_CONFIG;
+        }
+        const ts_topic_conf *in = ts_topology_topic(topo, pc->input);
+        proc->spec.decoder = in && in->schema ? ts_decoder_create(rt->schemas, in->schema) : NULL;
+        if (!proc->spec.decoder) {
+            snprintf(err, errlen, "%s:%d: input topic %s has no known schema", topo->path,
+                     in ? in->line : pc->line, pc->input);
+            return TS_E_CONFIG;
+        }
+        size_t dlq_len = strlen(pc->input) + 5;
+        proc->dlq_topic = malloc(dlq_len);
+        if (!proc->dlq_topic)
+            return TS_E_NOMEM;
+        snprintf(proc->dlq_topic, dlq_len, "%s.dlq", pc->input);
+        proc->spec.name = pc->name;
+        proc->spec.params = pc->params;
+        proc->spec.topic = pc->input;
+        proc->spec.dlq_topic = proc->dlq_topic;
+        proc->spec.encoder_for = ts_runtime_encoder_for;
+        proc->spec.encoder_arg = rt;
+        for (size_t o = 0; o < pc->n_outputs; o++) {
+            ts_err rc = ts_runtime_add_encoder(rt, pc->outputs[o], err, errlen);
+            if (rc != TS_OK)
+                return rc;
+        }
+    }
+    return TS_OK;
+}
+
+static ts_err ts_runtime_start_sinks(ts_runtime *rt, char *err, size_t errlen) {
+    ts_err rc = ts_redis_sink_create(&rt->loop, rt->redis_url, &rt->sinks[rt->n_sinks], err,
+                                     errlen);
+    if (rc == TS_OK)
+        rt->n_sinks++;
+    if (rc == TS_OK) {
+        rc = ts_pg_sink_create(&rt->loop, rt->pg_conninfo, &rt->sinks[rt->n_sinks], err, errlen);
+        if (rc == TS_OK)
+            rt->n_sinks++;
+    }
+    if (rc == TS_OK) {
+        rc = ts_kafka_sink_create(&rt->loop, rt->brokers, rt->topo->kafka_config,
+                                  &rt->sinks[rt->n_sinks], err, errlen);
+        if (rc == TS_OK)
+            rt->n_sinks++;
+    }
+    rt->sinks_open = rt->n_sinks;
+    return rc;
+}
+
+static ts_err ts_runtime_start_source(ts_runtime *rt, char *err, size_t errlen) {
+    const char **topics = calloc(rt->n_procs, sizeof(*topics));
+    if (!topics)
+        return TS_E_NOMEM;
+    for (size_t i = 0; i < rt->n_procs; i++)
+        topics[i] = rt->procs[i].spec.topic;
+    ts_source_handler handler = {
+        .assigned = ts_runtime_assigned,
+        .revoked = ts_runtime_revoked,
+        .record = ts_runtime_record,
+        .failed = ts_runtime_source_failed,
+        .arg = rt,
+    };
+    ts_err rc = ts_source_create(&rt->loop, rt->brokers, rt->topo->kafka_config, rt->topo->group,
+                                 topics, rt->n_procs, &handler, &rt->source, err, errlen);
+    free(topics);
+    return rc;
+}
+
+ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const *registry,
+                         ts_runtime **out, char *err, size_t errlen) {
+    ts_runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return TS_E_NOMEM;
+    rt->topo = topo;
+    ts_err rc = uv_loop_init(&rt->loop) == 0 ? TS_OK : TS_E_IO;
+    rt->loop_ready = rc == TS_OK;
+    if (rc == TS_OK && ts_runtime_mkdirs(topo->state_dir) != 0) {
+        snprintf(err, errlen, "cannot create state folder %s: %s", topo->state_dir,
+                 strerror(errno));
+        rc = TS_E_IO;
+    }
+    if (rc == TS_OK && ts_runtime_empty(topo->kafka_brokers)) {
+        /* The embedded cluster lives in memory and starts empty, so local state
+         * and rows from an earlier run would be ahead of it: start afresh. */
+        const char *stale[] = {"state", "pg", "redis"};
+        for (size_t i = 0; i < 3; i++) {
+            char *path = ts_runtime_join(topo->state_dir, stale[i]);
+            if (path)
+                ts_runtime_rmtree(path);
+            free(path);
+        }
+    }
+    if (rc == TS_OK)
+        rc = ts_runtime_start_kafka(rt, err, errlen);
+    if (rc == TS_OK)
+        rc = ts_runtime_start_servers(rt, err, errlen);
+    if (rc == TS_OK)
+        rc = ts_runtime_migrate(rt, err, errlen);
+    if (rc == TS_OK)
+        rc = ts_schemas_load(topo->schemas_dir, &rt->schemas, err, errlen);
+    if (rc == TS_OK)
+        rc = ts_runtime_build_procs(rt, registry, err, errlen);
+    if (rc == TS_OK) {
+        char *dir = ts_runtime_join(topo->state_dir, "state");
+        rc = dir ? ts_state_open(dir, &rt->state, err, errlen) : TS_E_NOMEM;
+        free(dir);
+    }
+    rt->host = (ts_task_host){
+        .state = rt->state,
+        .sinks = rt->sinks,
+        .max_events = topo->batch_max_events,
+        .pause = ts_runtime_pause,
+        .commit = ts_runtime_commit,
+        .schedule = ts_runtime_schedule,
+        .failed = ts_runtime_task_failed,
+        .arg = rt,
+    };
+    if (rc == TS_OK)
+        rc = ts_runtime_start_sinks(rt, err, errlen);
+    rt->host.n_sinks = rt->n_sinks;
+    if (rc == TS_OK)
+        rc = ts_runtime_start_source(rt, err, errlen);
+    if (rc == TS_OK) {
+        uv_idle_init(&rt->loop, &rt->work);
+        uv_timer_init(&rt->loop, &rt->tick);
+        uv_signal_init(&rt->loop, &rt->sigint);
+        uv_signal_init(&rt->loop, &rt->sigterm);
+        rt->work.data = rt->tick.data = rt->sigint.data = rt->sigterm.data = rt;
+        rt->handles_ready = 1;
+        uv_timer_start(&rt->tick, ts_runtime_on_tick, TS_RUNTIME_TICK_MS, TS_RUNTIME_TICK_MS);
+        uv_signal_start(&rt->sigint, ts_runtime_on_signal, SIGINT);
+        uv_signal_start(&rt->sigterm, ts_runtime_on_signal, SIGTERM);
+    }
+    if (rc != TS_OK) {
+        ts_runtime_destroy(rt);
+        return rc;
+    }
+    *out = rt;
+    return TS_OK;
+}
+
+ts_err ts_runtime_run(ts_runtime *rt) {
+    uv_run(&rt->loop, UV_RUN_DEFAULT);
+    return rt->exit_err;
+}
+
+/* Closes handles of a runtime that never ran (a failed create), so the loop
+ * can be closed. */
+static void ts_runtime_close_unrun(ts_runtime *rt) {
+    if (rt->source) {
+        ts_source_close(rt->source);
+        rt->source = NULL;
+    }
+    for (size_t i = 0; i < rt->n_sinks; i++)
+        rt->sinks[i].ops->close(rt->sinks[i].impl, ts_runtime_on_sink_closed, rt);
+    rt->n_sinks = 0;
+    if (rt->handles_ready && !rt->closing) {
+        uv_close((uv_handle_t *)&rt->work, ts_runtime_on_handle_closed);
+        uv_close((uv_handle_t *)&rt->tick, ts_runtime_on_handle_closed);
+        uv_close((uv_handle_t *)&rt->sigint, ts_runtime_on_handle_closed);
+        uv_close((uv_handle_t *)&rt->sigterm, ts_runtime_on_handle_closed);
+    }
+    rt->closing = 1;
+    uv_run(&rt->loop, UV_RUN_DEFAULT);
+}
+
+void ts_runtime_destroy(ts_runtime *rt) {
+    if (!rt)
+        return;
+    if (rt->loop_ready) {
+        ts_runtime_close_unrun(rt);
+        if (uv_loop_close(&rt->loop) != 0)
+            ts_log_warn("runtime", "loop closed with handles still open");
+    }
+    while (rt->n_tasks > 0)
+        ts_runtime_task_remove(rt, rt->n_tasks - 1);
+    free(rt->tasks);
+    for (size_t i = 0; i < rt->n_procs; i++) {
+        ts_decoder_destroy(rt->procs[i].spec.decoder);
+        free(rt->procs[i].dlq_topic);
+    }
+    free(rt->procs);
+    for (size_t i = 0; i < rt->n_encoders; i++)
+        ts_encoder_destroy(rt->encoders[i].enc);
+    free(rt->encoders);
+    ts_state_close(rt->state);
+    ts_schemas_destroy(rt->schemas);
+    ts_servers_destroy(rt->servers);
+    ts_cluster_destroy(rt->cluster);
+    free(rt->brokers);
+    free(rt->redis_url);
+    free(rt->pg_conninfo);
+    free(rt);
+}
+
+uv_loop_t *ts_runtime_loop(ts_runtime *rt) { return &rt->loop; }
+const char *ts_runtime_brokers(const ts_runtime *rt) { return rt->brokers; }
+const char *ts_runtime_redis_url(const ts_runtime *rt) { return rt->redis_url; }
+const char *ts_runtime_pg_conninfo(const ts_runtime *rt) { return rt->pg_conninfo; }
+
+int64_t ts_runtime_acked(const ts_runtime *rt, const char *topic, int32_t partition) {
+    ts_task *task = ts_runtime_task_find(rt, topic, partition);
+    return task ? ts_task_acked(task) : -1;
+}
+
+size_t ts_runtime_tasks(const ts_runtime *rt, size_t *busy) {
+    size_t n = 0;
+    for (size_t i = 0; i < rt->n_tasks; i++)
+        n += ts_task_busy(rt->tasks[i]) != 0;
+    if (busy)
+        *busy = n;
+    return rt->n_tasks;
+}

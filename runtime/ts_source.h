@@ -1,0 +1,50 @@
+/* ts_source.h - the Kafka source: one consumer-group member on the libuv loop.
+ *
+ * librdkafka runs its own threads; the consumer queue signals a pipe when it
+ * becomes non-empty, a uv_poll_t watches the pipe, and the loop thread drains
+ * the queue in bounded rounds (never blocking, never busy-polling). Rebalances
+ * (cooperative-sticky by default) are served on the loop thread too: the
+ * handler says where each newly assigned partition starts (from the task's
+ * stored position) and is told of revocations. Offsets are committed only
+ * when the runtime says so (after its sinks acknowledged).
+ *
+ * Threading: loop thread only.
+ */
+#ifndef TS_SOURCE_H
+#define TS_SOURCE_H
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <uv.h>
+
+#include "ts_error.h"
+
+typedef struct ts_source ts_source;
+
+typedef struct ts_source_handler {
+    /** A partition was assigned. @returns the offset to start from (an offset,
+     * or RD_KAFKA_OFFSET_BEGINNING), or -1000 to refuse (it stays unassigned). */
+    int64_t (*assigned)(void *arg, const char *topic, int32_t partition);
+    /** A partition was revoked or lost; its records stop arriving. */
+    void (*revoked)(void *arg, const char *topic, int32_t partition);
+    /** A record; the handler owns `msg` (rd_kafka_message_destroy). */
+    void (*record)(void *arg, rd_kafka_message_t *msg);
+    /** The consumer hit a fatal error. */
+    void (*failed)(void *arg, const char *reason);
+    void *arg;
+} ts_source_handler;
+
+/** Creates the consumer and subscribes to `topics`. `handler` is copied. */
+ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafka_config,
+                        const char *group, const char *const *topics, size_t n_topics,
+                        const ts_source_handler *handler, ts_source **out, char *err,
+                        size_t errlen);
+/** Pauses (pause != 0) or resumes fetching one partition. */
+void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int pause);
+/** Commits `next_offset` for the partition (asynchronously). */
+void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset);
+/** Leaves the group (revocations are reported), closes the handles and frees
+ * the source once they are closed. Blocks briefly for the group leave. */
+void ts_source_close(ts_source *src);
+
+#endif

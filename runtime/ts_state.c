@@ -1,0 +1,177 @@
+/* ts_state.c - RocksDB behind the task's state (see ts_state.h).
+ *
+ * The database is tuned for many small keys written in batches: a shared LRU
+ * block cache, bloom filters for point lookups, and a bounded write buffer.
+ */
+#include "ts_state.h"
+
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_log.h"
+
+struct ts_state {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_cache_t *cache;
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_readoptions_t *ropts;
+    rocksdb_writeoptions_t *wopts;
+    char *dir;
+};
+
+struct ts_state_batch {
+    rocksdb_writebatch_t *wb;
+};
+
+void ts_state_close(ts_state *st) {
+    if (!st)
+        return;
+    if (st->db)
+        rocksdb_close(st->db);
+    if (st->ropts)
+        rocksdb_readoptions_destroy(st->ropts);
+    if (st->wopts)
+        rocksdb_writeoptions_destroy(st->wopts);
+    if (st->opts)
+        rocksdb_options_destroy(st->opts);
+    if (st->table)
+        rocksdb_block_based_options_destroy(st->table);
+    if (st->cache)
+        rocksdb_cache_destroy(st->cache);
+    free(st->dir);
+    free(st);
+}
+
+ts_err ts_state_open(const char *dir, ts_state **out, char *err, size_t errlen) {
+    ts_state *st = calloc(1, sizeof(*st));
+    if (!st)
+        return TS_E_NOMEM;
+    st->dir = strdup(dir);
+    st->opts = rocksdb_options_create();
+    st->cache = rocksdb_cache_create_lru(64u << 20);
+    st->table = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(st->table, st->cache);
+    rocksdb_block_based_options_set_filter_policy(st->table,
+                                                  rocksdb_filterpolicy_create_bloom(10));
+    rocksdb_options_set_block_based_table_factory(st->opts, st->table);
+    rocksdb_options_set_create_if_missing(st->opts, 1);
+    rocksdb_options_set_write_buffer_size(st->opts, 32u << 20);
+    rocksdb_options_set_max_write_buffer_number(st->opts, 3);
+    rocksdb_options_set_compression(st->opts, rocksdb_lz4_compression);
+    rocksdb_options_increase_parallelism(st->opts, 2);
+    st->ropts = rocksdb_readoptions_create();
+    st->wopts = rocksdb_writeoptions_create();
+    /* No fsync per batch: the WAL survives a process kill, which is the crash
+     * the runtime promises to survive; machine loss is covered by changelogs. */
+    rocksdb_writeoptions_set_sync(st->wopts, 0);
+
+    char *rerr = NULL;
+    st->db = rocksdb_open(st->opts, dir, &rerr);
+    if (!st->db) {
+        snprintf(err, errlen, "cannot open state in %s: %s", dir, rerr ? rerr : "unknown");
+        rocksdb_free(rerr);
+        ts_state_close(st);
+        return TS_E_STATE;
+    }
+    *out = st;
+    return TS_OK;
+}
+
+ts_err ts_state_get(ts_state *st, const char *key, size_t klen, char **val, size_t *vlen) {
+    char *rerr = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(st->db, st->ropts, key, klen, &len, &rerr);
+    if (rerr) {
+        ts_log_error("state", "get failed in %s: %s", st->dir, rerr);
+        rocksdb_free(rerr);
+        return TS_E_STATE;
+    }
+    if (!v)
+        return TS_E_NOTFOUND;
+    /* Hand out memory the caller frees with free(), not rocksdb_free(). */
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        rocksdb_free(v);
+        return TS_E_NOMEM;
+    }
+    memcpy(copy, v, len);
+    copy[len] = '\0';
+    rocksdb_free(v);
+    *val = copy;
+    *vlen = len;
+    return TS_OK;
+}
+
+ts_state_batch *ts_state_batch_create(void) {
+    ts_state_batch *b = malloc(sizeof(*b));
+    if (!b)
+        return NULL;
+    b->wb = rocksdb_writebatch_create();
+    return b;
+}
+
+void ts_state_batch_destroy(ts_state_batch *b) {
+    if (!b)
+        return;
+    rocksdb_writebatch_destroy(b->wb);
+    free(b);
+}
+
+void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const char *val,
+                        size_t vlen) {
+    rocksdb_writebatch_put(b->wb, key, klen, val, vlen);
+}
+
+void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen) {
+    rocksdb_writebatch_delete(b->wb, key, klen);
+}
+
+size_t ts_state_batch_count(const ts_state_batch *b) {
+    return (size_t)rocksdb_writebatch_count(b->wb);
+}
+
+ts_err ts_state_write(ts_state *st, ts_state_batch *b) {
+    char *rerr = NULL;
+    rocksdb_write(st->db, st->wopts, b->wb, &rerr);
+    if (rerr) {
+        ts_log_error("state", "write failed in %s: %s", st->dir, rerr);
+        rocksdb_free(rerr);
+        return TS_E_STATE;
+    }
+    return TS_OK;
+}
+
+ts_err ts_state_scan(ts_state *st, const char *prefix, size_t plen,
+                     int (*fn)(void *arg, const char *key, size_t klen, const char *val,
+                               size_t vlen),
+                     void *arg) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator(st->db, st->ropts);
+    for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *key = rocksdb_iter_key(it, &klen);
+        if (klen < plen || memcmp(key, prefix, plen) != 0)
+            break;
+        const char *val = rocksdb_iter_value(it, &vlen);
+        if (fn(arg, key, klen, val, vlen))
+            break;
+    }
+    char *rerr = NULL;
+    rocksdb_iter_get_error(it, &rerr);
+    rocksdb_iter_destroy(it);
+    if (rerr) {
+        ts_log_error("state", "scan failed in %s: %s", st->dir, rerr);
+        rocksdb_free(rerr);
+        return TS_E_STATE;
+    }
+    return TS_OK;
+}
+
+uint64_t ts_state_disk_bytes(ts_state *st) {
+    char *v = rocksdb_property_value(st->db, "rocksdb.total-sst-files-size");
+    uint64_t n = v ? strtoull(v, NULL, 10) : 0;
+    rocksdb_free(v);
+    return n;
+}

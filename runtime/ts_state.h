@@ -1,0 +1,55 @@
+/* ts_state.h - the instance's durable state: one RocksDB database.
+ *
+ * One database per instance (one memory budget: a shared block cache and
+ * write-buffer limit), with the task in every key, so a task's state, input
+ * position and pending effects are written by one atomic write batch.
+ * Key layout (bytes):
+ *   'S' task_id 0x00 store 0x1f key   processor state
+ *   'P' task_id                        input position (next offset, int64 BE)
+ *   'Q' task_id                        pending effects of the decided batch
+ *                                      (first, next offsets + effects blob)
+ * RocksDB's malloc'ed errptr strings and values are translated here; nothing
+ * outside sees them.
+ *
+ * Threading: RocksDB is thread-safe; the runtime calls it from the loop thread.
+ */
+#ifndef TS_STATE_H
+#define TS_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ts_error.h"
+
+typedef struct ts_state ts_state;
+typedef struct ts_state_batch ts_state_batch;
+
+/** Opens (creating if missing) the database in `dir`. */
+ts_err ts_state_open(const char *dir, ts_state **out, char *err, size_t errlen);
+/** Closes and frees; accepts NULL. */
+void ts_state_close(ts_state *st);
+
+/** Reads a raw key. On TS_OK *val is malloc'ed (caller frees). TS_E_NOTFOUND if absent. */
+ts_err ts_state_get(ts_state *st, const char *key, size_t klen, char **val, size_t *vlen);
+
+/** A write batch: every change of one input batch, applied atomically. */
+ts_state_batch *ts_state_batch_create(void);
+void ts_state_batch_destroy(ts_state_batch *b);
+void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const char *val,
+                        size_t vlen);
+void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen);
+size_t ts_state_batch_count(const ts_state_batch *b);
+/** Writes the batch atomically (WAL on, no fsync: survives a process kill). */
+ts_err ts_state_write(ts_state *st, ts_state_batch *b);
+
+/** Calls `fn` for each key starting with `prefix`, in key order; stops when
+ * `fn` returns non-zero. */
+ts_err ts_state_scan(ts_state *st, const char *prefix, size_t plen,
+                     int (*fn)(void *arg, const char *key, size_t klen, const char *val,
+                               size_t vlen),
+                     void *arg);
+
+/** Approximate bytes on disk (SST + WAL), for reporting. */
+uint64_t ts_state_disk_bytes(ts_state *st);
+
+#endif

@@ -1,0 +1,519 @@
+/* ts_task.c - a task: buffer, batch, decide, flush, acknowledge (see ts_task.h).
+ *
+ * Life of a batch:
+ *   run()   processes buffered records through the processor (or to the DLQ),
+ *           then writes state + position + pending effects in one RocksDB batch;
+ *   flush   hands the effects to every sink;
+ *   acked   when every sink said done: pending deleted, offset committed.
+ * Only one batch is in flight per task, which keeps per-partition order and
+ * bounds memory: while it is in flight, records pile up in the buffer, and
+ * past a high-water mark the partition is paused at the source.
+ */
+#include "ts_task.h"
+
+#include <endian.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_log.h"
+
+#define TS_TASK_SEEN_STORE "_seen" /* event ids already applied, for dedup */
+
+struct ts_task {
+    const ts_task_host *host;
+    const ts_task_spec *spec;
+    int32_t partition;
+    char id[160];
+
+    void *proc; /* the processor instance */
+    ts_effects *effs;
+    ts_ctx *ctx;
+
+    char *state_prefix; /* 'S' id 0x00 */
+    size_t state_prefix_len;
+    char pos_key[170];
+    size_t pos_key_len;
+    char pending_key[170];
+    size_t pending_key_len;
+    char *keybuf; /* scratch: prefix + ctx key */
+    size_t keycap;
+
+    int64_t position; /* next input offset to process; -1: none yet */
+    int64_t acked;    /* next input offset acknowledged by every sink */
+
+    rd_kafka_message_t **buf; /* records waiting, in offset order */
+    size_t buf_head, buf_len, buf_cap;
+    int paused;
+
+    int busy;       /* a flush is in flight */
+    int stopped;    /* failed, revoked or shut down: take nothing more */
+    int revoked;
+    ts_flush flush; /* the flush in flight */
+    size_t acks_wanted, acks_got;
+    int flush_failed;
+};
+
+/* ---- keys and the state backend ------------------------------------------------ */
+
+static char *ts_task_state_key(ts_task *task, const char *key, size_t klen, size_t *len) {
+    size_t need = task->state_prefix_len + klen;
+    if (need > task->keycap) {
+        char *grown = realloc(task->keybuf, need);
+        if (!grown)
+            return NULL;
+        task->keybuf = grown;
+        task->keycap = need;
+    }
+    memcpy(task->keybuf, task->state_prefix, task->state_prefix_len);
+    memcpy(task->keybuf + task->state_prefix_len, key, klen);
+    *len = need;
+    return task->keybuf;
+}
+
+static ts_err ts_task_backend_get(void *impl, const char *key, size_t klen, char **val,
+                                  size_t *vlen) {
+    ts_task *task = impl;
+    size_t len;
+    const char *full = ts_task_state_key(task, key, klen, &len);
+    if (!full)
+        return TS_E_NOMEM;
+    return ts_state_get(task->host->state, full, len, val, vlen);
+}
+
+/* Pending blob: first offset, next offset (int64 big-endian), effects blob. */
+static int64_t ts_task_be64(const char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return (int64_t)be64toh(v);
+}
+
+static void ts_task_put_be64(char *p, int64_t v) {
+    uint64_t be = htobe64((uint64_t)v);
+    memcpy(p, &be, 8);
+}
+
+/* ---- life ---------------------------------------------------------------------- */
+
+static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
+    char *val = NULL;
+    size_t vlen = 0;
+    ts_err rc = ts_state_get(task->host->state, task->pos_key, task->pos_key_len, &val, &vlen);
+    if (rc == TS_OK && vlen == 8)
+        task->position = ts_task_be64(val);
+    free(val);
+    if (rc != TS_OK && rc != TS_E_NOTFOUND) {
+        snprintf(err, errlen, "task %s: cannot read its position", task->id);
+        return rc;
+    }
+    task->acked = task->position;
+
+    val = NULL;
+    rc = ts_state_get(task->host->state, task->pending_key, task->pending_key_len, &val, &vlen);
+    if (rc == TS_E_NOTFOUND)
+        return TS_OK;
+    if (rc != TS_OK || vlen < 16 || ts_effects_decode(task->effs, val + 16, vlen - 16) != TS_OK) {
+        free(val);
+        snprintf(err, errlen, "task %s: pending effects unreadable", task->id);
+        return rc == TS_OK ? TS_E_STATE : rc;
+    }
+    task->flush.first_offset = ts_task_be64(val);
+    task->flush.next_offset = ts_task_be64(val + 8);
+    task->acked = task->flush.first_offset;
+    free(val);
+    return TS_OK;
+}
+
+ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_t partition,
+                      ts_task **out, char *err, size_t errlen) {
+    ts_task *task = calloc(1, sizeof(*task));
+    if (!task)
+        return TS_E_NOMEM;
+    task->host = host;
+    task->spec = spec;
+    task->partition = partition;
+    task->position = -1;
+    task->acked = -1;
+    snprintf(task->id, sizeof(task->id), "%s/%" PRId32, spec->name, partition);
+    size_t idlen = strlen(task->id);
+    task->pos_key[0] = 'P';
+    memcpy(task->pos_key + 1, task->id, idlen);
+    task->pos_key_len = idlen + 1;
+    task->pending_key[0] = 'Q';
+    memcpy(task->pending_key + 1, task->id, idlen);
+    task->pending_key_len = idlen + 1;
+    task->state_prefix_len = idlen + 2;
+    task->state_prefix = malloc(task->state_prefix_len);
+    task->effs = ts_effects_create();
+    ts_state_backend backend = {ts_task_backend_get, task};
+    task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, spec->encoder_for,
+                                           spec->encoder_arg)
+                           : NULL;
+    if (!task->state_prefix || !task->ctx) {
+        ts_task_destroy(task);
+        return TS_E_NOMEM;
+    }
+    task->state_prefix[0] = 'S';
+    memcpy(task->state_prefix + 1, task->id, idlen);
+    task->state_prefix[idlen + 1] = '\0';
+    task->flush.task_id = task->id;
+    task->flush.effects = task->effs;
+
+    char perr[256] = "";
+    task->proc = spec->def->create(spec->params, perr, sizeof(perr));
+    if (!task->proc) {
+        snprintf(err, errlen, "processor %s: %s", spec->name, perr);
+        ts_task_destroy(task);
+        return TS_E_CONFIG;
+    }
+    ts_err rc = ts_task_load(task, err, errlen);
+    if (rc != TS_OK) {
+        ts_task_destroy(task);
+        return rc;
+    }
+    *out = task;
+    return TS_OK;
+}
+
+void ts_task_destroy(ts_task *task) {
+    if (!task)
+        return;
+    for (size_t i = task->buf_head; i < task->buf_len; i++)
+        rd_kafka_message_destroy(task->buf[i]);
+    free(task->buf);
+    if (task->proc)
+        task->spec->def->destroy(task->proc);
+    ts_ctx_destroy(task->ctx);
+    ts_effects_destroy(task->effs);
+    free(task->state_prefix);
+    free(task->keybuf);
+    free(task);
+}
+
+const char *ts_task_id(const ts_task *task) { return task->id; }
+const char *ts_task_topic(const ts_task *task) { return task->spec->topic; }
+int32_t ts_task_partition(const ts_task *task) { return task->partition; }
+int64_t ts_task_position(const ts_task *task) { return task->position; }
+int64_t ts_task_acked(const ts_task *task) { return task->acked; }
+int ts_task_busy(const ts_task *task) { return task->busy; }
+
+int ts_task_ready(const ts_task *task) {
+    return !task->busy && !task->stopped && task->buf_len > task->buf_head;
+}
+
+static void ts_task_flush_start(ts_task *task);
+
+ts_err ts_task_start(ts_task *task) {
+    if (ts_effects_count(task->effs) > 0) {
+        ts_log_info(task->id, "re-sending %zu pending effects of offsets %" PRId64 "..%" PRId64,
+                    ts_effects_live(task->effs, 0), task->flush.first_offset,
+                    task->flush.next_offset - 1);
+        ts_task_flush_start(task);
+    }
+    return TS_OK;
+}
+
+/* ---- input --------------------------------------------------------------------- */
+
+void ts_task_push(ts_task *task, rd_kafka_message_t *msg) {
+    if (task->stopped) {
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+    if (task->buf_len == task->buf_cap) {
+        /* Reclaim the consumed head before growing. */
+        if (task->buf_head > 0) {
+            memmove(task->buf, task->buf + task->buf_head,
+                    (task->buf_len - task->buf_head) * sizeof(*task->buf));
+            task->buf_len -= task->buf_head;
+            task->buf_head = 0;
+        }
+        if (task->buf_len == task->buf_cap) {
+            size_t cap = task->buf_cap ? task->buf_cap * 2 : 256;
+            rd_kafka_message_t **grown = realloc(task->buf, cap * sizeof(*grown));
+            if (!grown) {
+                /* Dropping the record is safe: the position does not move past
+                 * it, so pausing and re-fetching brings it back. */
+                rd_kafka_message_destroy(msg);
+                return;
+            }
+            task->buf = grown;
+            task->buf_cap = cap;
+        }
+    }
+    task->buf[task->buf_len++] = msg;
+    size_t waiting = task->buf_len - task->buf_head;
+    if (!task->paused && waiting >= (size_t)task->host->max_events * 2) {
+        task->paused = 1;
+        task->host->pause(task->host->arg, task, 1);
+    }
+    if (ts_task_ready(task))
+        task->host->schedule(task->host->arg, task);
+}
+
+void ts_task_revoke(ts_task *task) {
+    for (size_t i = task->buf_head; i < task->buf_len; i++)
+        rd_kafka_message_destroy(task->buf[i]);
+    task->buf_head = task->buf_len = 0;
+    task->stopped = 1;
+    task->revoked = 1;
+}
+
+int ts_task_revoked(const ts_task *task) { return task->revoked; }
+
+void ts_task_reassign(ts_task *task) {
+    task->revoked = 0;
+    task->stopped = 0;
+    task->paused = 0;
+}
+
+/* Adds the DLQ record of a rejected or undecodable input: the input unchanged,
+ * with the reason and its source position in headers. */
+static ts_err ts_task_dlq(ts_task *task, const rd_kafka_message_t *msg, const char *reason) {
+    char partition[16], offset[24];
+    snprintf(partition, sizeof(partition), "%" PRId32, msg->partition);
+    snprintf(offset, sizeof(offset), "%" PRId64, msg->offset);
+    const char *names[] = {"error", "source.topic", "source.partition", "source.offset"};
+    const char *values[] = {reason, task->spec->topic, partition, offset};
+    ts_bytes headers = ts_headers_pack(names, values, 4);
+    ts_bytes topic = ts_bytes_str(task->spec->dlq_topic);
+    ts_bytes key = {msg->key, msg->key ? msg->key_len : 0};
+    ts_bytes value = {msg->payload, msg->payload ? msg->len : 0};
+    ts_err err = headers.data ? ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &key, &value,
+                                               &headers, 0)
+                              : TS_E_NOMEM;
+    free(headers.data);
+    ts_log_debug(task->id, "offset %" PRId64 " to %s: %s", msg->offset, task->spec->dlq_topic,
+                 reason);
+    return err;
+}
+
+/* Runs one record through dedup and the processor. Returns TS_OK when the
+ * record is handled (applied, skipped or sent to the DLQ). */
+static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
+    avro_value_t *record = NULL;
+    const char *type = NULL;
+    char reason[512];
+    ts_err rc = ts_decoder_decode(task->spec->decoder, msg->payload, msg->payload ? msg->len : 0,
+                                  &record, &type, reason, sizeof(reason));
+    if (rc != TS_OK)
+        return ts_task_dlq(task, msg, reason);
+
+    char key[512] = "";
+    if (msg->key) {
+        size_t n = msg->key_len < sizeof(key) - 1 ? msg->key_len : sizeof(key) - 1;
+        memcpy(key, msg->key, n);
+        key[n] = '\0';
+    }
+    rd_kafka_timestamp_type_t tstype;
+    ts_event ev = {
+        .type = type,
+        .value = record,
+        .topic = task->spec->topic,
+        .partition = task->partition,
+        .offset = msg->offset,
+        .key = msg->key ? key : NULL,
+        .timestamp_ms = rd_kafka_message_timestamp(msg, &tstype),
+    };
+    const char *event_id = ts_event_str(&ev, "event_id");
+
+    ts_ctx_event_begin(task->ctx, &ev);
+    if (event_id) {
+        const char *seen;
+        size_t seen_len;
+        rc = ts_ctx_get(task->ctx, TS_TASK_SEEN_STORE, event_id, &seen, &seen_len);
+        if (rc == TS_OK)
+            return ts_ctx_event_end(task->ctx, TS_OK, NULL); /* a redelivery: no effect */
+        if (rc != TS_E_NOTFOUND)
+            return ts_ctx_event_end(task->ctx, rc, NULL);
+    }
+    const char *why = NULL;
+    rc = task->spec->def->process(task->proc, task->ctx, &ev);
+    rc = ts_ctx_event_end(task->ctx, rc, &why);
+    if (rc == TS_E_REJECT) {
+        snprintf(reason, sizeof(reason), "%s", why);
+        rc = ts_task_dlq(task, msg, reason);
+    }
+    if (rc != TS_OK)
+        return rc;
+    if (event_id) {
+        ts_ctx_event_begin(task->ctx, &ev);
+        ts_ctx_put(task->ctx, TS_TASK_SEEN_STORE, event_id, "", 0);
+        rc = ts_ctx_event_end(task->ctx, TS_OK, NULL);
+    }
+    return rc;
+}
+
+/* ---- deciding and flushing ------------------------------------------------------------- */
+
+static void ts_task_write_state(void *arg, const char *key, size_t klen, const char *val,
+                                size_t vlen) {
+    void **pair = arg;
+    ts_task *task = pair[0];
+    ts_state_batch *wb = pair[1];
+    size_t len;
+    const char *full = ts_task_state_key(task, key, klen, &len);
+    if (!full)
+        return;
+    if (val)
+        ts_state_batch_put(wb, full, len, val, vlen);
+    else
+        ts_state_batch_delete(wb, full, len);
+}
+
+static void ts_task_fail(ts_task *task, ts_err err) {
+    task->stopped = 1;
+    ts_log_error(task->id, "task stopped: %s", ts_err_str(err));
+    task->host->failed(task->host->arg, task, err);
+}
+
+/* Step 1: makes the batch durable and decided. */
+static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
+    ts_state_batch *wb = ts_state_batch_create();
+    if (!wb)
+        return TS_E_NOMEM;
+    void *pair[2] = {task, wb};
+    ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
+    char pos[8];
+    ts_task_put_be64(pos, next);
+    ts_state_batch_put(wb, task->pos_key, task->pos_key_len, pos, 8);
+
+    ts_err rc = TS_OK;
+    if (ts_effects_live(task->effs, 0) > 0) {
+        char *blob = NULL;
+        size_t blen = 0;
+        rc = ts_effects_encode(task->effs, &blob, &blen);
+        char *pending = rc == TS_OK ? malloc(blen + 16) : NULL;
+        if (pending) {
+            ts_task_put_be64(pending, first);
+            ts_task_put_be64(pending + 8, next);
+            memcpy(pending + 16, blob, blen);
+            ts_state_batch_put(wb, task->pending_key, task->pending_key_len, pending, blen + 16);
+        } else if (rc == TS_OK) {
+            rc = TS_E_NOMEM;
+        }
+        free(pending);
+        free(blob);
+    }
+    if (rc == TS_OK)
+        rc = ts_state_write(task->host->state, wb);
+    ts_state_batch_destroy(wb);
+    ts_ctx_writes_clear(task->ctx);
+    return rc;
+}
+
+/* Step 3: every sink acknowledged the flush. */
+static void ts_task_flush_acked(ts_task *task) {
+    int had_pending = ts_effects_count(task->effs) > 0;
+    ts_effects_clear(task->effs);
+    task->busy = 0;
+    task->acked = task->flush.next_offset;
+    if (had_pending) {
+        ts_state_batch *wb = ts_state_batch_create();
+        if (wb) {
+            ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
+            /* Failing to delete is harmless: the effects would be re-sent and
+             * the sinks' fences skip them. */
+            ts_state_write(task->host->state, wb);
+            ts_state_batch_destroy(wb);
+        }
+    }
+    if (!task->stopped)
+        task->host->commit(task->host->arg, task, task->acked);
+    if (ts_task_ready(task))
+        task->host->schedule(task->host->arg, task);
+}
+
+static void ts_task_sink_done(void *arg, ts_err status) {
+    ts_task *task = arg;
+    task->acks_got++;
+    if (status != TS_OK)
+        task->flush_failed = 1;
+    if (task->acks_got < task->acks_wanted)
+        return;
+    if (task->flush_failed) {
+        /* Only a shutdown fails a flush (sinks retry everything else); the
+         * pending effects stay in RocksDB and are re-sent at the next start. */
+        task->busy = 0;
+        task->stopped = 1;
+        ts_effects_clear(task->effs);
+        return;
+    }
+    ts_task_flush_acked(task);
+}
+
+/* Step 2: hands the decided effects to every sink. */
+static void ts_task_flush_start(ts_task *task) {
+    task->busy = 1;
+    task->acks_got = 0;
+    task->flush_failed = 0;
+    task->acks_wanted = task->host->n_sinks;
+    for (size_t i = 0; i < task->host->n_sinks; i++) {
+        ts_sink *sink = &task->host->sinks[i];
+        ts_err rc = sink->ops->write(sink->impl, &task->flush, ts_task_sink_done, task);
+        if (rc != TS_OK) {
+            ts_log_error(task->id, "sink %s refused a flush: %s", sink->ops->name,
+                         ts_err_str(rc));
+            ts_task_sink_done(task, rc);
+        }
+    }
+}
+
+void ts_task_run(ts_task *task) {
+    if (!ts_task_ready(task))
+        return;
+    size_t limit = (size_t)task->host->max_events, done = 0;
+    int64_t first = -1, next = task->position;
+    while (task->buf_head < task->buf_len && done < limit) {
+        rd_kafka_message_t *msg = task->buf[task->buf_head++];
+        if (task->position >= 0 && msg->offset < next) {
+            rd_kafka_message_destroy(msg); /* redelivered below our position */
+            continue;
+        }
+        if (next >= 0 && msg->offset > next)
+            ts_log_debug(task->id, "offsets %" PRId64 "..%" PRId64 " absent (compacted or expired)",
+                         next, msg->offset - 1);
+        ts_err rc = ts_task_apply(task, msg);
+        if (rc != TS_OK) {
+            ts_log_error(task->id, "offset %" PRId64 ": %s", msg->offset, ts_err_str(rc));
+            rd_kafka_message_destroy(msg);
+            ts_ctx_writes_clear(task->ctx);
+            ts_effects_clear(task->effs);
+            ts_task_fail(task, rc);
+            return;
+        }
+        if (first < 0)
+            first = msg->offset;
+        next = msg->offset + 1;
+        done++;
+        rd_kafka_message_destroy(msg);
+    }
+    if (task->buf_head == task->buf_len)
+        task->buf_head = task->buf_len = 0;
+    if (task->paused && task->buf_len - task->buf_head < (size_t)task->host->max_events) {
+        task->paused = 0;
+        task->host->pause(task->host->arg, task, 0);
+    }
+    if (first < 0) {
+        if (ts_task_ready(task))
+            task->host->schedule(task->host->arg, task);
+        return; /* everything was a redelivery */
+    }
+
+    ts_err rc = ts_task_decide(task, first, next);
+    if (rc != TS_OK) {
+        ts_effects_clear(task->effs);
+        ts_task_fail(task, rc);
+        return;
+    }
+    task->position = next;
+    task->flush.first_offset = first;
+    task->flush.next_offset = next;
+    if (ts_effects_live(task->effs, 0) == 0) {
+        task->flush.next_offset = next;
+        ts_task_flush_acked(task);
+        return;
+    }
+    ts_task_flush_start(task);
+}

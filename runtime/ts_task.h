@@ -1,0 +1,90 @@
+/* ts_task.h - one task per assigned input partition: a batch, a commit.
+ *
+ * A task buffers the partition's records, and when it is scheduled runs the
+ * processor over up to `max_events` of them, then decides the batch:
+ *   1. one RocksDB write batch holds the state changes, the new input position
+ *      and the batch's pending effects; once written, the batch is decided;
+ *   2. the effects go to every sink (views, rows, output events and DLQ);
+ *   3. when every sink has acknowledged, the pending effects are deleted and the
+ *      consumer offset is committed; the next batch may start.
+ * On start, a task re-sends the pending effects a crash left behind, so every
+ * decided batch reaches every sink at least once, and the sinks' fences make it
+ * count once. Records below the stored position are skipped (redelivery), and
+ * an input whose event_id was already seen changes nothing.
+ *
+ * Threading: loop thread only.
+ */
+#ifndef TS_TASK_H
+#define TS_TASK_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "ts_avro.h"
+#include "ts_ctx.h"
+#include "ts_processor.h"
+#include "ts_sink.h"
+#include "ts_state.h"
+
+typedef struct ts_task ts_task;
+
+/** What a task needs from the runtime that hosts it. Borrowed; outlives tasks. */
+typedef struct ts_task_host {
+    ts_state *state;
+    ts_sink *sinks;
+    size_t n_sinks;
+    int max_events;
+    /** Pauses (pause != 0) or resumes the task's partition at the source. */
+    void (*pause)(void *arg, ts_task *task, int pause);
+    /** Commits `next_offset` of the task's partition at the source. */
+    void (*commit)(void *arg, ts_task *task, int64_t next_offset);
+    /** Asks for ts_task_run to be called soon (the task has work). */
+    void (*schedule)(void *arg, ts_task *task);
+    /** Reports that the task stopped for good (fatal state or processor failure). */
+    void (*failed)(void *arg, ts_task *task, ts_err err);
+    void *arg;
+} ts_task_host;
+
+/** What a task runs: the processor and its input. Borrowed; outlives the task. */
+typedef struct ts_task_spec {
+    const ts_processor_def *def;
+    const char *name;  /* processor name: tasks are "<name>/<partition>" */
+    const json_t *params;
+    const char *topic; /* input topic */
+    const char *dlq_topic;
+    ts_decoder *decoder;                /* shared by the processor's tasks */
+    ts_ctx_encoder_fn encoder_for;      /* output topic -> encoder */
+    void *encoder_arg;
+} ts_task_spec;
+
+/** Creates a task for `partition`; reads its stored position and pending effects. */
+ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_t partition,
+                      ts_task **out, char *err, size_t errlen);
+/** Frees the task and every buffered record; accepts NULL. Only when idle. */
+void ts_task_destroy(ts_task *task);
+
+const char *ts_task_id(const ts_task *task);
+const char *ts_task_topic(const ts_task *task);
+int32_t ts_task_partition(const ts_task *task);
+/** Next input offset to process (stored), or -1 when the task has no state yet. */
+int64_t ts_task_position(const ts_task *task);
+/** Next input offset whose effects every sink acknowledged. */
+int64_t ts_task_acked(const ts_task *task);
+
+/** Re-sends pending effects, if any; then the task takes records. */
+ts_err ts_task_start(ts_task *task);
+/** Takes ownership of a record of the task's partition. */
+void ts_task_push(ts_task *task, rd_kafka_message_t *msg);
+/** Runs one batch over the buffered records and starts its flush. */
+void ts_task_run(ts_task *task);
+/** Non-zero while a flush is in flight. */
+int ts_task_busy(const ts_task *task);
+/** Non-zero when the task has buffered records and no flush in flight. */
+int ts_task_ready(const ts_task *task);
+/** Drops buffered records; the in-flight flush, if any, completes. */
+void ts_task_revoke(ts_task *task);
+/** Non-zero after ts_task_revoke (until ts_task_reassign). */
+int ts_task_revoked(const ts_task *task);
+/** Takes the partition back after a revocation whose flush had not finished. */
+void ts_task_reassign(ts_task *task);
+
+#endif

@@ -1,0 +1,291 @@
+/* ts_testpipe.c - the whole pipeline for one integration test (see ts_testpipe.h). */
+#include "ts_testpipe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ts_avro.h"
+#include "ts_kconf.h"
+
+static double ts_testpipe_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void ts_testpipe_group(const ts_testpipe *tp, char *out, size_t cap) {
+    snprintf(out, cap, "test-%ld", (long)getpid());
+    (void)tp;
+}
+
+int ts_testpipe_runtime_start(ts_testpipe *tp) {
+    char group[64], state[256];
+    ts_testpipe_group(tp, group, sizeof(group));
+    snprintf(state, sizeof(state), "%s/state", tp->dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(tp->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDERR_FILENO);
+            dup2(fd, STDOUT_FILENO);
+            close(fd);
+        }
+        setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(tp->cluster), 1);
+        setenv("TASTESYNC_REDIS_URL", tp->redis.url, 1);
+        setenv("TASTESYNC_POSTGRES_CONNINFO", tp->pg, 1);
+        setenv("TASTESYNC_STATE_DIR", state, 1);
+        setenv("TASTESYNC_GROUP", group, 1);
+        execl(TS_BINARY, TS_BINARY, "run", TS_SOURCE_DIR "/topology.yaml", (char *)NULL);
+        _exit(127);
+    }
+    tp->pid = pid;
+    return 0;
+}
+
+int ts_testpipe_runtime_stop(ts_testpipe *tp, int sig) {
+    if (tp->pid <= 0)
+        return -1;
+    kill(tp->pid, sig);
+    int status = 0;
+    double deadline = ts_testpipe_now() + ts_testenv_timeout(30);
+    while (waitpid(tp->pid, &status, WNOHANG) == 0) {
+        if (ts_testpipe_now() > deadline) {
+            kill(tp->pid, SIGKILL);
+            waitpid(tp->pid, &status, 0);
+            break;
+        }
+        usleep(10000);
+    }
+    tp->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int ts_testpipe_start(ts_testpipe *tp) {
+    memset(tp, 0, sizeof(*tp));
+    snprintf(tp->dir, sizeof(tp->dir), "/tmp/ts-pipe-XXXXXX");
+    if (!mkdtemp(tp->dir))
+        return -1;
+    snprintf(tp->log, sizeof(tp->log), "%s/runtime.log", tp->dir);
+    char err[1024];
+    if (ts_topology_load(TS_SOURCE_DIR "/topology.yaml", &tp->topo, err, sizeof(err)) != TS_OK) {
+        fprintf(stderr, "testpipe: %s\n", err);
+        return -1;
+    }
+    if (ts_cluster_create(1, &tp->cluster, err, sizeof(err)) != TS_OK) {
+        fprintf(stderr, "testpipe: %s\n", err);
+        return -1;
+    }
+    for (size_t i = 0; i < tp->topo->n_topics; i++)
+        ts_cluster_topic_create(tp->cluster, tp->topo->topics[i].name,
+                                tp->topo->topics[i].partitions);
+    if (ts_testenv_redis_start(&tp->redis) != 0)
+        return -1;
+    if (ts_testenv_pg_create_db(tp->pg, sizeof(tp->pg)) != 0) {
+        fprintf(stderr, "testpipe: %s\n", tp->pg);
+        return -1;
+    }
+    rd_kafka_conf_t *conf = ts_kconf_create(ts_cluster_bootstraps(tp->cluster), NULL, err,
+                                            sizeof(err));
+    if (!conf)
+        return -1;
+    rd_kafka_conf_set(conf, "linger.ms", "1", NULL, 0);
+    tp->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!tp->producer)
+        return -1;
+    return ts_testpipe_runtime_start(tp);
+}
+
+static int ts_testpipe_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void ts_testpipe_stop(ts_testpipe *tp) {
+    if (tp->pid > 0)
+        ts_testpipe_runtime_stop(tp, SIGKILL);
+    if (tp->reader) {
+        rd_kafka_destroy_flags(tp->reader, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        tp->reader = NULL;
+    }
+    if (tp->producer) {
+        rd_kafka_flush(tp->producer, 5000);
+        rd_kafka_destroy(tp->producer);
+        tp->producer = NULL;
+    }
+    ts_testenv_redis_stop(&tp->redis);
+    ts_cluster_destroy(tp->cluster);
+    tp->cluster = NULL;
+    ts_topology_destroy(tp->topo);
+    tp->topo = NULL;
+    if (tp->dir[0] && !getenv("TS_TEST_KEEP"))
+        nftw(tp->dir, ts_testpipe_rm, 16, FTW_DEPTH | FTW_PHYS);
+    tp->dir[0] = '\0';
+}
+
+int ts_testpipe_produce_raw(ts_testpipe *tp, const char *topic, const char *key,
+                            const void *value, size_t len) {
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        tp->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)value, len),
+        RD_KAFKA_V_END);
+    if (err)
+        return -1;
+    return rd_kafka_flush(tp->producer, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+}
+
+int ts_testpipe_produce_json(ts_testpipe *tp, const char *topic, const char *json) {
+    const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
+    if (!tc || !tc->schema)
+        return -1;
+    char err[512];
+    ts_schemas *schemas = NULL;
+    if (ts_schemas_load(tp->topo->schemas_dir, &schemas, err, sizeof(err)) != TS_OK)
+        return -1;
+    ts_encoder *enc = ts_encoder_create(schemas, tc->schema);
+    json_t *event = json_loads(json, 0, NULL);
+    char *bytes = NULL;
+    size_t len = 0;
+    int rc = -1;
+    if (enc && event && ts_encoder_from_json(enc, event, &bytes, &len, err, sizeof(err)) == TS_OK) {
+        const char *key = tc->key_field ? ts_encoder_field_str(enc, tc->key_field) : NULL;
+        rc = ts_testpipe_produce_raw(tp, topic, key, bytes, len);
+    } else {
+        fprintf(stderr, "testpipe: cannot encode %s: %s\n", json, err);
+    }
+    free(bytes);
+    json_decref(event);
+    ts_encoder_destroy(enc);
+    ts_schemas_destroy(schemas);
+    return rc;
+}
+
+static rd_kafka_t *ts_testpipe_consumer(ts_testpipe *tp, const char *group) {
+    char err[512];
+    rd_kafka_conf_t *conf = ts_kconf_create(ts_cluster_bootstraps(tp->cluster), NULL, err,
+                                            sizeof(err));
+    if (!conf)
+        return NULL;
+    rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
+    return rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+}
+
+/* One consumer per test, kept for its whole life: it never joins the group
+ * (assign only, no commits), and only asks for the group's committed offsets.
+ * Creating and destroying consumers repeatedly trips the 2.0.2 mock cluster,
+ * which then stops answering new connections. */
+static rd_kafka_t *ts_testpipe_reader(ts_testpipe *tp) {
+    if (!tp->reader) {
+        char group[64];
+        ts_testpipe_group(tp, group, sizeof(group));
+        tp->reader = ts_testpipe_consumer(tp, group);
+    }
+    return tp->reader;
+}
+
+int ts_testpipe_wait_committed(ts_testpipe *tp, const char *topic, double seconds) {
+    const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
+    rd_kafka_t *rk = ts_testpipe_reader(tp);
+    if (!tc || !rk)
+        return -1;
+    double deadline = ts_testpipe_now() + ts_testenv_timeout(seconds);
+    int rc = -1;
+    while (ts_testpipe_now() < deadline) {
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(tc->partitions);
+        for (int p = 0; p < tc->partitions; p++)
+            rd_kafka_topic_partition_list_add(parts, topic, p);
+        int done = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+        for (int p = 0; done && p < tc->partitions; p++) {
+            int64_t low = 0, high = 0;
+            if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, 5000))
+                done = 0;
+            else if (high > 0 && parts->elems[p].offset < high)
+                done = 0;
+        }
+        rd_kafka_topic_partition_list_destroy(parts);
+        if (done) {
+            rc = 0;
+            break;
+        }
+        usleep(50000);
+    }
+    return rc;
+}
+
+rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, size_t *n) {
+    *n = 0;
+    const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
+    int partitions = tc ? tc->partitions : 1;
+    rd_kafka_t *rk = ts_testpipe_reader(tp);
+    if (!rk)
+        return NULL;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(partitions);
+    int64_t *ends = calloc((size_t)partitions, sizeof(*ends));
+    int open = 0;
+    for (int p = 0; p < partitions; p++) {
+        int64_t low = 0;
+        rd_kafka_query_watermark_offsets(rk, topic, p, &low, &ends[p], 5000);
+        if (ends[p] > low) {
+            rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+            open++;
+        }
+    }
+    rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    size_t cap = 64;
+    rd_kafka_message_t **msgs = calloc(cap, sizeof(*msgs));
+    double deadline = ts_testpipe_now() + ts_testenv_timeout(20);
+    while (open > 0 && ts_testpipe_now() < deadline) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+        if (!msg)
+            continue;
+        if (msg->err) {
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        int p = msg->partition;
+        int last = msg->offset + 1 >= ends[p];
+        if (*n == cap) {
+            cap *= 2;
+            msgs = realloc(msgs, cap * sizeof(*msgs));
+        }
+        msgs[(*n)++] = msg;
+        if (last)
+            open--;
+    }
+    rd_kafka_assign(rk, NULL);
+    free(ends);
+    return msgs;
+}
+
+void ts_testpipe_records_free(rd_kafka_message_t **msgs, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_message_destroy(msgs[i]);
+    free(msgs);
+}
+
+char *ts_testpipe_header(const rd_kafka_message_t *msg, const char *name) {
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    const void *value = NULL;
+    size_t size = 0;
+    if (rd_kafka_header_get_last(hdrs, name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    return strndup(value, size);
+}
