@@ -40,6 +40,16 @@ typedef struct ts_runtime_proc {
     char *dlq_topic;
 } ts_runtime_proc;
 
+/* The views a processor declares at start (ts_processor_def.setup), on their
+ * way to the view sink. */
+typedef struct ts_runtime_setup {
+    ts_runtime *rt;
+    char task_id[128];
+    ts_effects *effs;
+    ts_flush flush;
+    int in_flight;
+} ts_runtime_setup;
+
 typedef struct ts_runtime_encoder {
     const char *topic;
     ts_encoder *enc;
@@ -58,6 +68,7 @@ struct ts_runtime {
     ts_state *state;
     ts_runtime_proc *procs;
     size_t n_procs;
+    ts_runtime_setup *setups; /* one per processor */
     ts_runtime_encoder *encoders;
     size_t n_encoders;
 
@@ -293,6 +304,8 @@ static void ts_runtime_on_tick(uv_timer_t *timer) {
             i++;
         }
     }
+    for (size_t i = 0; rt->setups && i < rt->n_procs; i++)
+        busy += rt->setups[i].in_flight != 0;
     if (rt->stopping && !rt->closing && busy == 0)
         ts_runtime_close_all(rt);
 }
@@ -487,6 +500,68 @@ static ts_err ts_runtime_start_source(ts_runtime *rt, char *err, size_t errlen) 
     return rc;
 }
 
+static ts_err ts_runtime_setup_get(void *impl, const char *key, size_t klen, char **val,
+                                   size_t *vlen) {
+    (void)impl;
+    (void)key;
+    (void)klen;
+    (void)val;
+    (void)vlen;
+    return TS_E_NOTFOUND; /* setup runs without state */
+}
+
+static void ts_runtime_setup_done(void *arg, ts_err status) {
+    ts_runtime_setup *setup = arg;
+    setup->in_flight = 0;
+    if (status == TS_OK)
+        ts_log_info(setup->task_id, "%zu views written at start",
+                    ts_effects_live(setup->effs, 0));
+}
+
+/* Runs every processor's setup and sends its views to the view sink. */
+static ts_err ts_runtime_setup_views(ts_runtime *rt, char *err, size_t errlen) {
+    rt->setups = calloc(rt->n_procs, sizeof(*rt->setups));
+    if (!rt->setups)
+        return TS_E_NOMEM;
+    for (size_t i = 0; i < rt->n_procs; i++) {
+        const ts_task_spec *spec = &rt->procs[i].spec;
+        ts_runtime_setup *setup = &rt->setups[i];
+        setup->rt = rt;
+        if (!spec->def->setup)
+            continue;
+        snprintf(setup->task_id, sizeof(setup->task_id), "%s/setup", spec->name);
+        setup->effs = ts_effects_create();
+        ts_state_backend none = {ts_runtime_setup_get, NULL};
+        ts_ctx *ctx = setup->effs ? ts_ctx_create(&none, setup->effs, NULL, NULL) : NULL;
+        char perr[256] = "";
+        void *proc = ctx ? spec->def->create(spec->params, perr, sizeof(perr)) : NULL;
+        ts_err rc = proc ? spec->def->setup(proc, ctx) : TS_E_CONFIG;
+        spec->def->destroy(proc);
+        ts_ctx_destroy(ctx);
+        for (size_t e = 0; rc == TS_OK && e < ts_effects_count(setup->effs); e++) {
+            ts_effect_kind kind = ts_effects_at(setup->effs, e)->kind;
+            if (kind >= TS_EFF_ROW_UPSERT)
+                rc = TS_E_INVALID;
+        }
+        if (rc != TS_OK) {
+            snprintf(err, errlen, "processor %s: setup failed: %s", spec->name,
+                     perr[0] ? perr : ts_err_str(rc));
+            return rc == TS_E_INVALID ? TS_E_CONFIG : rc;
+        }
+        setup->flush = (ts_flush){setup->task_id, 0, 1, setup->effs};
+        ts_sink *views = &rt->sinks[0];
+        setup->in_flight = 1;
+        rc = views->ops->write(views->impl, &setup->flush, ts_runtime_setup_done, setup);
+        if (rc != TS_OK) {
+            setup->in_flight = 0;
+            snprintf(err, errlen, "processor %s: setup views refused: %s", spec->name,
+                     ts_err_str(rc));
+            return rc;
+        }
+    }
+    return TS_OK;
+}
+
 ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const *registry,
                          ts_runtime **out, char *err, size_t errlen) {
     ts_runtime *rt = calloc(1, sizeof(*rt));
@@ -539,6 +614,8 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
     if (rc == TS_OK)
         rc = ts_runtime_start_sinks(rt, err, errlen);
     rt->host.n_sinks = rt->n_sinks;
+    if (rc == TS_OK)
+        rc = ts_runtime_setup_views(rt, err, errlen);
     if (rc == TS_OK)
         rc = ts_runtime_start_source(rt, err, errlen);
     if (rc == TS_OK) {
@@ -600,6 +677,9 @@ void ts_runtime_destroy(ts_runtime *rt) {
         ts_decoder_destroy(rt->procs[i].spec.decoder);
         free(rt->procs[i].dlq_topic);
     }
+    for (size_t i = 0; rt->setups && i < rt->n_procs; i++)
+        ts_effects_destroy(rt->setups[i].effs);
+    free(rt->setups);
     free(rt->procs);
     for (size_t i = 0; i < rt->n_encoders; i++)
         ts_encoder_destroy(rt->encoders[i].enc);
