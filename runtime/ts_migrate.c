@@ -169,26 +169,23 @@ static char *ts_migrate_read(const char *path) {
 }
 
 /* Applies the *.sql files of one folder in name order. */
-static ts_err ts_migrate_dir(PGconn *conn, const char *dir, int *count, char *err, size_t errlen) {
+static ts_err ts_migrate_dir(PGconn *conn, const char *dir, const char *owner, int *count,
+                             char *err, size_t errlen) {
     struct dirent **list = NULL;
     int n = scandir(dir, &list, ts_migrate_is_sql, ts_migrate_by_name);
     if (n < 0) {
         ts_migrate_errf(err, errlen, "migrations folder %s: %s", dir, strerror(errno));
         return TS_E_CONFIG;
     }
-    /* The record's folder part is the folder's base name. */
     size_t dlen = strlen(dir);
     while (dlen > 1 && dir[dlen - 1] == '/')
         dlen--;
-    size_t bstart = dlen;
-    while (bstart > 0 && dir[bstart - 1] != '/')
-        bstart--;
     ts_err rc = TS_OK;
     int i = 0;
     for (; i < n && rc == TS_OK; i++) {
         char path[4096], name[1024];
         snprintf(path, sizeof path, "%.*s/%s", (int)dlen, dir, list[i]->d_name);
-        snprintf(name, sizeof name, "%.*s/%s", (int)(dlen - bstart), dir + bstart, list[i]->d_name);
+        snprintf(name, sizeof name, "%s/%s", owner, list[i]->d_name);
         char *sql = ts_migrate_read(path);
         if (!sql) {
             ts_migrate_errf(err, errlen, "cannot read %s: %s", path, strerror(errno));
@@ -207,9 +204,9 @@ static ts_err ts_migrate_dir(PGconn *conn, const char *dir, int *count, char *er
     return rc;
 }
 
-ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, size_t n_dirs, char *err,
-                        size_t errlen) {
-    if (!conninfo || (n_dirs > 0 && !dirs)) {
+ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, const char *const *owners,
+                        size_t n_dirs, char *err, size_t errlen) {
+    if (!conninfo || (n_dirs > 0 && (!dirs || !owners))) {
         ts_migrate_errf(err, errlen, "no conninfo or folders");
         return TS_E_INVALID;
     }
@@ -235,7 +232,7 @@ ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, size_t n_
                                errlen);
     count += applied;
     for (size_t i = 0; i < n_dirs && rc == TS_OK; i++)
-        rc = ts_migrate_dir(conn, dirs[i], &count, err, errlen);
+        rc = ts_migrate_dir(conn, dirs[i], owners[i], &count, err, errlen);
     PQfinish(conn);
     if (rc == TS_OK)
         ts_log_info(TS_MIGRATE_COMP, "migrations up to date (%d applied now)", count);

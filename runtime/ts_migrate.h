@@ -24,18 +24,21 @@
 #define TS_MIGRATE_ALREADY_APPLIED "TS409"
 
 /** Applies the runtime's migration and then each folder's *.sql files (see
- * above); name of a file's record = "<folder basename>/<file name>".
+ * above); name of a file's record = "<owners[i]>/<file name>", where owners
+ * name the folders' owners (processor names), so equal file names in two
+ * processors' folders never collide.
  * Blocks: waits up to ~10 s for the server to accept connections, then runs
  * synchronously. Call at startup, before the loop runs.
  *
  * @param conninfo  libpq connection string.
  * @param dirs      folders, may be NULL when n_dirs is 0.
+ * @param owners    one name per folder.
  * @returns TS_OK; TS_E_RETRY (server unreachable); TS_E_CONFIG (a folder or
  *          file cannot be read); TS_E_FATAL (a migration failed: it was rolled
  *          back, later ones were not tried). Detail, naming the migration, in err.
  * @remark  Thread: any; uses its own connection.
  */
-ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, size_t n_dirs, char *err,
-                        size_t errlen);
+ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, const char *const *owners,
+                        size_t n_dirs, char *err, size_t errlen);
 
 #endif

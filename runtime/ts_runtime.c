@@ -387,14 +387,18 @@ static ts_err ts_runtime_start_servers(ts_runtime *rt, char *err, size_t errlen)
 
 static ts_err ts_runtime_migrate(ts_runtime *rt, char *err, size_t errlen) {
     const char **dirs = calloc(rt->topo->n_processors + 1, sizeof(*dirs));
-    if (!dirs)
-        return TS_E_NOMEM;
+    const char **owners = calloc(rt->topo->n_processors + 1, sizeof(*owners));
     size_t n = 0;
-    for (size_t i = 0; i < rt->topo->n_processors; i++)
-        if (rt->topo->processors[i].migrations)
-            dirs[n++] = rt->topo->processors[i].migrations;
-    ts_err rc = ts_migrate_apply(rt->pg_conninfo, dirs, n, err, errlen);
+    for (size_t i = 0; dirs && owners && i < rt->topo->n_processors; i++) {
+        if (rt->topo->processors[i].migrations) {
+            dirs[n] = rt->topo->processors[i].migrations;
+            owners[n++] = rt->topo->processors[i].name;
+        }
+    }
+    ts_err rc = dirs && owners ? ts_migrate_apply(rt->pg_conninfo, dirs, owners, n, err, errlen)
+                               : TS_E_NOMEM;
     free(dirs);
+    free(owners);
     return rc;
 }
 
