@@ -20,6 +20,7 @@
  * asked for it returns).
  */
 #include "ts_redis_sink.h"
+#include "ts_redis_url.h"
 
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
@@ -64,13 +65,7 @@ typedef struct ts_redis_job {
 struct ts_redis_sink {
     uv_loop_t *loop;
     char comp[160]; /* log component: "redis-sink <where>" (no password) */
-    /* connection settings from the url */
-    char *unix_path;
-    char *host;
-    int port;
-    char *user;
-    char *password;
-    int db;
+    ts_redis_url url; /* connection settings */
 
     redisAsyncContext *ac;
     ts_redis_state state;
@@ -99,77 +94,6 @@ static void ts_redis_errf(char *err, size_t errlen, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-/* ---- url ------------------------------------------------------------------ */
-
-static int ts_redis_parse_int(const char *s, size_t len, int *out) {
-    if (len == 0 || len > 9)
-        return -1;
-    int v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-static ts_err ts_redis_parse_url(ts_redis_sink *rs, const char *url, char *err, size_t errlen) {
-    if (strncmp(url, "unix://", 7) == 0) {
-        const char *path = url + 7;
-        const char *q = strchr(path, '?');
-        size_t plen = q ? (size_t)(q - path) : strlen(path);
-        if (plen == 0 || path[0] != '/') {
-            ts_redis_errf(err, errlen, "redis url %s: unix:// needs an absolute path", url);
-            return TS_E_CONFIG;
-        }
-        if (q &&
-            (strncmp(q, "?db=", 4) != 0 || ts_redis_parse_int(q + 4, strlen(q + 4), &rs->db))) {
-            ts_redis_errf(err, errlen, "redis url %s: only ?db=N may follow the path", url);
-            return TS_E_CONFIG;
-        }
-        rs->unix_path = strndup(path, plen);
-        if (!rs->unix_path)
-            return TS_E_NOMEM;
-        snprintf(rs->comp, sizeof rs->comp, "redis-sink %.*s", (int)plen, path);
-        return TS_OK;
-    }
-    if (strncmp(url, "redis://", 8) != 0) {
-        ts_redis_errf(err, errlen, "redis url %s: must start with redis:// or unix://", url);
-        return TS_E_CONFIG;
-    }
-    const char *p = url + 8;
-    const char *at = strrchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (!colon) {
-            ts_redis_errf(err, errlen, "redis url: credentials must be [user]:password@");
-            return TS_E_CONFIG;
-        }
-        if (colon > p && !(rs->user = strndup(p, (size_t)(colon - p))))
-            return TS_E_NOMEM;
-        if (!(rs->password = strndup(colon + 1, (size_t)(at - colon - 1))))
-            return TS_E_NOMEM;
-        p = at + 1;
-    }
-    const char *slash = strchr(p, '/');
-    size_t hplen = slash ? (size_t)(slash - p) : strlen(p);
-    const char *colon = memchr(p, ':', hplen);
-    size_t hlen = colon ? (size_t)(colon - p) : hplen;
-    rs->port = 6379;
-    if (hlen == 0 || (colon && ts_redis_parse_int(colon + 1, hplen - hlen - 1, &rs->port) != 0) ||
-        rs->port <= 0 || rs->port > 65535 ||
-        (slash && slash[1] && ts_redis_parse_int(slash + 1, strlen(slash + 1), &rs->db) != 0)) {
-        ts_redis_errf(err, errlen,
-                      "redis url: expected redis://[[user]:password@]host[:port][/db]");
-        return TS_E_CONFIG;
-    }
-    if (!(rs->host = strndup(p, hlen)))
-        return TS_E_NOMEM;
-    snprintf(rs->comp, sizeof rs->comp, "redis-sink %s:%d", rs->host, rs->port);
-    return TS_OK;
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
@@ -403,15 +327,15 @@ static void ts_redis_connect_cb(const redisAsyncContext *ac, int status) {
     rs->setup_failed = 0;
     rs->setup_pending = 0;
     int ok = 1;
-    if (rs->password) {
-        ok &= rs->user ? redisAsyncCommand(c, ts_redis_setup_cb, rs, "AUTH %s %s", rs->user,
-                                           rs->password) == REDIS_OK
-                       : redisAsyncCommand(c, ts_redis_setup_cb, rs, "AUTH %s", rs->password) ==
+    if (rs->url.password) {
+        ok &= rs->url.user ? redisAsyncCommand(c, ts_redis_setup_cb, rs, "AUTH %s %s", rs->url.user,
+                                           rs->url.password) == REDIS_OK
+                       : redisAsyncCommand(c, ts_redis_setup_cb, rs, "AUTH %s", rs->url.password) ==
                              REDIS_OK;
         rs->setup_pending++;
     }
-    if (rs->db) {
-        ok &= redisAsyncCommand(c, ts_redis_setup_cb, rs, "SELECT %d", rs->db) == REDIS_OK;
+    if (rs->url.db) {
+        ok &= redisAsyncCommand(c, ts_redis_setup_cb, rs, "SELECT %d", rs->url.db) == REDIS_OK;
         rs->setup_pending++;
     }
     ok &= redisAsyncCommand(c, ts_redis_setup_cb, rs, "PING") == REDIS_OK;
@@ -437,8 +361,8 @@ static void ts_redis_disconnect_cb(const redisAsyncContext *ac, int status) {
 }
 
 static void ts_redis_connect(ts_redis_sink *rs) {
-    redisAsyncContext *ac = rs->unix_path ? redisAsyncConnectUnix(rs->unix_path)
-                                          : redisAsyncConnect(rs->host, rs->port);
+    redisAsyncContext *ac = rs->url.unix_path ? redisAsyncConnectUnix(rs->url.unix_path)
+                                          : redisAsyncConnect(rs->url.host, rs->url.port);
     if (!ac || ac->err) {
         ts_redis_outage(rs, "connect failed", ac ? ac->errstr : "out of memory");
         if (ac)
@@ -532,10 +456,7 @@ static void ts_redis_sink_free(ts_redis_sink *rs) {
         ts_redis_job_free(job);
         job = next;
     }
-    free(rs->unix_path);
-    free(rs->host);
-    free(rs->user);
-    free(rs->password);
+    ts_redis_url_free(&rs->url);
     free(rs);
 }
 
@@ -594,7 +515,9 @@ ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char
     }
     rs->loop = loop;
     rs->backoff_ms = TS_REDIS_BACKOFF_MIN_MS;
-    ts_err rc = ts_redis_parse_url(rs, url, err, errlen);
+    ts_err rc = ts_redis_url_parse(url, &rs->url, err, errlen);
+    if (rc == TS_OK)
+        snprintf(rs->comp, sizeof rs->comp, "redis-sink %.140s", rs->url.where);
     if (rc != TS_OK) {
         if (rc == TS_E_NOMEM)
             ts_redis_errf(err, errlen, "out of memory");

@@ -6,6 +6,7 @@
  * the pid, a counter and the time so two runs or two tests never meet.
  */
 #include "ts_testenv.h"
+#include "ts_redis_url.h"
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
@@ -136,16 +137,9 @@ static void ts_testenv_render(const redisReply *reply, char *out, size_t cap) {
 
 int ts_testenv_redis_cmd(const char *url, char *out, size_t cap, const char *fmt, ...) {
     out[0] = '\0';
-    if (strncmp(url, "unix://", 7) != 0) {
-        snprintf(out, cap, "only unix:// urls");
+    redisContext *c = ts_redis_connect_sync(url, out, cap);
+    if (!c)
         return -1;
-    }
-    redisContext *c = redisConnectUnix(url + 7);
-    if (!c || c->err) {
-        snprintf(out, cap, "connect %s: %s", url, c ? c->errstr : "no memory");
-        redisFree(c);
-        return -1;
-    }
     va_list ap;
     va_start(ap, fmt);
     redisReply *reply = redisvCommand(c, fmt, ap);

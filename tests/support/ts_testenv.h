@@ -37,7 +37,7 @@ int ts_testenv_redis_restart(ts_testenv_redis *r);
 void ts_testenv_redis_stop(ts_testenv_redis *r);
 
 /** Runs one command (hiredis format string) on a new synchronous connection to
- * `url` ("unix:///path" only) and renders the reply into `out`: strings and
+ * `url` (any url of ts_redis_url.h) and renders the reply into `out`: strings and
  * status as-is, integers in decimal, nil as "(nil)", errors as "ERR: <text>",
  * arrays as their elements joined by ','.
  * @returns 0, or -1 when the connection fails (reason in out). */
