@@ -20,8 +20,15 @@ for dir in "${dirs[@]}"; do
   args=(--output-on-failure)
   [ "$mode" = quick ] && args+=(-L unit)
   (cd "$dir" && ctest "${args[@]}") || status=1
-  # Criterion's own summary, summed over every test executable of this build.
   log="$dir/Testing/Temporary/LastTest.log"
+  # A sanitizer report inside a Criterion worker does not fail its test, so
+  # read every test's output for one.
+  if [ -f "$log" ] && grep -nE "ERROR: (Leak|Address)Sanitizer|runtime error:" "$log" >/dev/null; then
+    echo "sanitizer reports in $dir:"
+    grep -nE -A20 "ERROR: (Leak|Address)Sanitizer|runtime error:" "$log" | head -80
+    status=1
+  fi
+  # Criterion's own summary, summed over every test executable of this build.
   if [ -f "$log" ]; then
     awk '/Synthesis: Tested:/ {
            for (i = 1; i <= NF; i++) {

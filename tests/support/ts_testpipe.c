@@ -114,9 +114,30 @@ static int ts_testpipe_rm(const char *path, const struct stat *sb, int flag, str
     return remove(path);
 }
 
+/* Copies the runtime's log to stderr when it holds a sanitizer report, so the
+ * report reaches the test log where scripts/test.sh looks for it. */
+static void ts_testpipe_check_log(const ts_testpipe *tp) {
+    FILE *f = fopen(tp->log, "r");
+    if (!f)
+        return;
+    char line[4096];
+    int dump = 0;
+    while (!dump && fgets(line, sizeof(line), f))
+        dump = strstr(line, "Sanitizer") != NULL || strstr(line, "runtime error:") != NULL;
+    if (dump) {
+        rewind(f);
+        fprintf(stderr, "---- runtime log %s ----\n", tp->log);
+        while (fgets(line, sizeof(line), f))
+            fputs(line, stderr);
+    }
+    fclose(f);
+}
+
 void ts_testpipe_stop(ts_testpipe *tp) {
     if (tp->pid > 0)
         ts_testpipe_runtime_stop(tp, SIGKILL);
+    if (tp->log[0])
+        ts_testpipe_check_log(tp);
     if (tp->reader) {
         rd_kafka_destroy_flags(tp->reader, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
         tp->reader = NULL;
