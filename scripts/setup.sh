@@ -13,6 +13,9 @@ packages=(
   libyaml-dev libjansson-dev uthash-dev libcriterion-dev
   redis-server postgresql kafkacat
 )
+# The interop test produces events with another Avro implementation (Node's
+# avsc); any Node.js with npm will do, Debian's is installed when there is none.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,11 +29,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+if [ ! -d tests/interop/node_modules/avsc ]; then
+  npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$jobs" >/dev/null
+# Quiet when it works, the whole compiler output when it does not.
+build() {
+  local dir=$1; shift
+  mkdir -p "$dir"
+  if ! { cmake -S . -B "$dir" "$@" && cmake --build "$dir" -j"$jobs"; } >"$dir/setup.log" 2>&1; then
+    cat "$dir/setup.log"
+    echo "setup: build in $dir failed" >&2
+    exit 1
+  fi
+}
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ "${1:-}" = "asan" ]; then
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTS_SANITIZE=ON >/dev/null
-  cmake --build build-asan -j"$jobs" >/dev/null
+  build build-asan -DCMAKE_BUILD_TYPE=Debug -DTS_SANITIZE=ON
 fi
 echo "setup: built build/tastesync"
