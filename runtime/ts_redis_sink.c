@@ -78,11 +78,24 @@ struct ts_redis_sink {
     uv_timer_t kick_timer;     /* completes jobs without view effects */
     int backoff_ms;
 
+    /* Lost-view watch (ts_redis_sink_watch). */
+    char *marker;
+    void (*present)(void *arg, const char *const *fields, size_t n);
+    void *present_arg;
+    uv_timer_t watch_timer;
+    int watch_inflight; /* an HKEYS of the marker awaits its reply */
+    char **marks;       /* fields to HSET once connected */
+    size_t n_marks;
+    unsigned mark_gen;  /* bumped when marks are sent */
+    unsigned watch_gen; /* mark_gen when the HKEYS in flight was sent */
+
     int closing;
     int closes_pending;
     void (*closed)(void *arg);
     void *closed_arg;
 };
+
+static void ts_redis_watch_check(ts_redis_sink *rs);
 
 static void ts_redis_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -309,6 +322,8 @@ static void ts_redis_setup_cb(redisAsyncContext *ac, void *reply_, void *privdat
     rs->down_logged = 0;
     rs->backoff_ms = TS_REDIS_BACKOFF_MIN_MS;
     ts_redis_send_queued(rs);
+    /* A server that restarted without persistence lost every view: look now. */
+    ts_redis_watch_check(rs);
 }
 
 static void ts_redis_connect_cb(const redisAsyncContext *ac, int status) {
@@ -381,6 +396,85 @@ static void ts_redis_connect(ts_redis_sink *rs) {
     redisAsyncSetDisconnectCallback(ac, ts_redis_disconnect_cb);
     rs->ac = ac;
     rs->state = TS_REDIS_CONNECTING;
+}
+
+/* ---- lost-view watch ------------------------------------------------------
+ * A hash (the marker) holds one field per task whose views are complete in
+ * this Redis. A restart without persistence or a FLUSHALL removes it with the
+ * views, and `tastesync views rebuild` deletes it; every second (and at each
+ * connect) the sink reads its fields and reports them, so each task can see
+ * whether its views must be written again. */
+
+static void ts_redis_watch_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
+    ts_redis_sink *rs = privdata;
+    redisReply *reply = reply_;
+    if (rs->closing)
+        return;
+    rs->watch_inflight = 0;
+    /* A reply that may predate a mark sent since would report that task's
+     * views as missing: skip it, the next tick looks again. */
+    if (!reply || rs->ac != ac || reply->type != REDIS_REPLY_ARRAY ||
+        rs->watch_gen != rs->mark_gen)
+        return;
+    const char **fields = calloc(reply->elements + 1, sizeof(*fields));
+    if (!fields)
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < reply->elements; i++)
+        if (reply->element[i]->type == REDIS_REPLY_STRING)
+            fields[n++] = reply->element[i]->str;
+    rs->present(rs->present_arg, fields, n);
+    free(fields);
+}
+
+static void ts_redis_mark_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
+    (void)ac;
+    (void)reply_;
+    (void)privdata; /* a lost HSET only means one more rebuild later */
+}
+
+static void ts_redis_watch_check(ts_redis_sink *rs) {
+    if (!rs->marker || rs->state != TS_REDIS_READY || rs->closing)
+        return;
+    for (size_t i = 0; i < rs->n_marks; i++) {
+        redisAsyncCommand(rs->ac, ts_redis_mark_reply, rs, "HSET %s %s 1", rs->marker,
+                          rs->marks[i]);
+        free(rs->marks[i]);
+    }
+    if (rs->n_marks) {
+        rs->n_marks = 0;
+        rs->mark_gen++;
+    }
+    if (!rs->watch_inflight) {
+        rs->watch_gen = rs->mark_gen;
+        rs->watch_inflight = redisAsyncCommand(rs->ac, ts_redis_watch_reply, rs, "HKEYS %s",
+                                               rs->marker) == REDIS_OK;
+    }
+}
+
+static void ts_redis_watch_tick(uv_timer_t *timer) { ts_redis_watch_check(timer->data); }
+
+void ts_redis_sink_watch(ts_sink *sink, const char *marker,
+                         void (*present)(void *arg, const char *const *fields, size_t n),
+                         void *arg) {
+    ts_redis_sink *rs = sink->impl;
+    free(rs->marker);
+    rs->marker = strdup(marker);
+    rs->present = present;
+    rs->present_arg = arg;
+    uv_timer_start(&rs->watch_timer, ts_redis_watch_tick, 1000, 1000);
+    ts_redis_watch_check(rs);
+}
+
+void ts_redis_sink_mark(ts_sink *sink, const char *field) {
+    ts_redis_sink *rs = sink->impl;
+    char **marks = realloc(rs->marks, (rs->n_marks + 1) * sizeof(*marks));
+    if (!marks)
+        return;
+    rs->marks = marks;
+    if ((rs->marks[rs->n_marks] = strdup(field)))
+        rs->n_marks++;
+    ts_redis_watch_check(rs);
 }
 
 /* ---- the sink table ------------------------------------------------------- */
@@ -457,6 +551,10 @@ static void ts_redis_sink_free(ts_redis_sink *rs) {
         job = next;
     }
     ts_redis_url_free(&rs->url);
+    free(rs->marker);
+    for (size_t i = 0; i < rs->n_marks; i++)
+        free(rs->marks[i]);
+    free(rs->marks);
     free(rs);
 }
 
@@ -490,9 +588,10 @@ static void ts_redis_sink_close(void *sink, void (*closed)(void *arg), void *arg
         redisAsyncFree(ac);
     }
     rs->state = TS_REDIS_DOWN;
-    rs->closes_pending = 2;
+    rs->closes_pending = 3;
     uv_close((uv_handle_t *)&rs->retry_timer, ts_redis_handle_closed);
     uv_close((uv_handle_t *)&rs->kick_timer, ts_redis_handle_closed);
+    uv_close((uv_handle_t *)&rs->watch_timer, ts_redis_handle_closed);
 }
 
 static const ts_sink_ops ts_redis_sink_ops = {
@@ -528,8 +627,10 @@ ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char
      * owned and closing goes through ops->close. */
     uv_timer_init(loop, &rs->retry_timer);
     uv_timer_init(loop, &rs->kick_timer);
+    uv_timer_init(loop, &rs->watch_timer);
     rs->retry_timer.data = rs;
     rs->kick_timer.data = rs;
+    rs->watch_timer.data = rs;
     ts_redis_connect(rs);
     out->ops = &ts_redis_sink_ops;
     out->impl = rs;

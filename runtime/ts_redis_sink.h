@@ -31,4 +31,18 @@
 ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char *err,
                             size_t errlen);
 
+/** Watches for lost views. `marker` names a hash with one field per task
+ * whose views are complete in this Redis; a Redis restarted empty, a FLUSHALL
+ * or `tastesync views rebuild` (which deletes it) makes fields disappear. At
+ * every connect and every second the sink reads the hash's fields and calls
+ * `present(arg, fields, n)` on the loop thread (fields borrowed for the call).
+ * `marker` is copied. Writes in progress are not affected. */
+void ts_redis_sink_watch(ts_sink *sink, const char *marker,
+                         void (*present)(void *arg, const char *const *fields, size_t n),
+                         void *arg);
+
+/** Adds `field` to the marker (once connected): that task's views are
+ * complete. */
+void ts_redis_sink_mark(ts_sink *sink, const char *field);
+
 #endif

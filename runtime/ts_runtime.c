@@ -257,6 +257,42 @@ static void ts_runtime_source_failed(void *arg, const char *reason) {
     ts_runtime_stop(rt);
 }
 
+static ts_err ts_runtime_setup_send(ts_runtime_setup *setup);
+
+/* ---- lost views ---------------------------------------------------------------------
+ * The view sink reports, every second, which tasks' views Redis holds whole;
+ * a task missing there (Redis restarted empty, FLUSHALL, `tastesync views
+ * rebuild`) writes its views again from its state, without reprocessing. */
+
+static int ts_runtime_field_in(const char *id, const char *const *fields, size_t n) {
+    for (size_t f = 0; f < n; f++)
+        if (strcmp(fields[f], id) == 0)
+            return 1;
+    return 0;
+}
+
+static void ts_runtime_views_present(void *arg, const char *const *fields, size_t n) {
+    ts_runtime *rt = arg;
+    for (size_t i = 0; rt->setups && i < rt->n_procs && !rt->stopping; i++) {
+        ts_runtime_setup *setup = &rt->setups[i];
+        if (setup->effs && !setup->in_flight && !ts_runtime_field_in(setup->task_id, fields, n))
+            ts_runtime_setup_send(setup);
+    }
+    for (size_t i = 0; i < rt->n_tasks && !rt->stopping; i++) {
+        ts_task *task = rt->tasks[i];
+        if (ts_task_revoked(task) || ts_task_rebuilding(task))
+            continue;
+        if (!ts_runtime_field_in(ts_task_id(task), fields, n))
+            ts_task_rebuild(task);
+    }
+}
+
+static void ts_runtime_rebuilt(void *arg, ts_task *task, size_t n_views) {
+    ts_runtime *rt = arg;
+    (void)n_views;
+    ts_redis_sink_mark(&rt->sinks[0], ts_task_id(task));
+}
+
 static ts_encoder *ts_runtime_encoder_for(void *arg, const char *topic) {
     ts_runtime *rt = arg;
     for (size_t i = 0; i < rt->n_encoders; i++)
@@ -517,9 +553,20 @@ static ts_err ts_runtime_setup_get(void *impl, const char *key, size_t klen, cha
 static void ts_runtime_setup_done(void *arg, ts_err status) {
     ts_runtime_setup *setup = arg;
     setup->in_flight = 0;
-    if (status == TS_OK)
-        ts_log_info(setup->task_id, "%zu views written at start",
-                    ts_effects_live(setup->effs, 0));
+    if (status != TS_OK)
+        return;
+    ts_log_debug(setup->task_id, "%zu views written", ts_effects_live(setup->effs, 0));
+    ts_redis_sink_mark(&setup->rt->sinks[0], setup->task_id);
+}
+
+/* (Re)writes a processor's start-time views. */
+static ts_err ts_runtime_setup_send(ts_runtime_setup *setup) {
+    ts_sink *views = &setup->rt->sinks[0];
+    setup->in_flight = 1;
+    ts_err rc = views->ops->write(views->impl, &setup->flush, ts_runtime_setup_done, setup);
+    if (rc != TS_OK)
+        setup->in_flight = 0;
+    return rc;
 }
 
 /* Runs every processor's setup and sends its views to the view sink. */
@@ -553,11 +600,8 @@ static ts_err ts_runtime_setup_views(ts_runtime *rt, char *err, size_t errlen) {
             return rc == TS_E_INVALID ? TS_E_CONFIG : rc;
         }
         setup->flush = (ts_flush){setup->task_id, 0, 1, setup->effs};
-        ts_sink *views = &rt->sinks[0];
-        setup->in_flight = 1;
-        rc = views->ops->write(views->impl, &setup->flush, ts_runtime_setup_done, setup);
+        rc = ts_runtime_setup_send(setup);
         if (rc != TS_OK) {
-            setup->in_flight = 0;
             snprintf(err, errlen, "processor %s: setup views refused: %s", spec->name,
                      ts_err_str(rc));
             return rc;
@@ -613,13 +657,19 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .commit = ts_runtime_commit,
         .schedule = ts_runtime_schedule,
         .failed = ts_runtime_task_failed,
+        .rebuilt = ts_runtime_rebuilt,
+        .views = &rt->sinks[0],
         .arg = rt,
     };
     if (rc == TS_OK)
         rc = ts_runtime_start_sinks(rt, err, errlen);
     rt->host.n_sinks = rt->n_sinks;
-    if (rc == TS_OK)
+    if (rc == TS_OK) {
+        char marker[256];
+        snprintf(marker, sizeof(marker), "ts:views:%s", topo->group);
+        ts_redis_sink_watch(&rt->sinks[0], marker, ts_runtime_views_present, rt);
         rc = ts_runtime_setup_views(rt, err, errlen);
+    }
     if (rc == TS_OK)
         rc = ts_runtime_start_source(rt, err, errlen);
     if (rc == TS_OK) {

@@ -22,8 +22,10 @@ struct ts_state {
     char *dir;
 };
 
+/* A write batch with an index, so that a scan during the batch sees its own
+ * earlier writes (the view mirror relies on it). */
 struct ts_state_batch {
-    rocksdb_writebatch_t *wb;
+    rocksdb_writebatch_wi_t *wb;
 };
 
 void ts_state_close(ts_state *st) {
@@ -109,33 +111,33 @@ ts_state_batch *ts_state_batch_create(void) {
     ts_state_batch *b = malloc(sizeof(*b));
     if (!b)
         return NULL;
-    b->wb = rocksdb_writebatch_create();
+    b->wb = rocksdb_writebatch_wi_create(0, 1);
     return b;
 }
 
 void ts_state_batch_destroy(ts_state_batch *b) {
     if (!b)
         return;
-    rocksdb_writebatch_destroy(b->wb);
+    rocksdb_writebatch_wi_destroy(b->wb);
     free(b);
 }
 
 void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const char *val,
                         size_t vlen) {
-    rocksdb_writebatch_put(b->wb, key, klen, val, vlen);
+    rocksdb_writebatch_wi_put(b->wb, key, klen, val, vlen);
 }
 
 void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen) {
-    rocksdb_writebatch_delete(b->wb, key, klen);
+    rocksdb_writebatch_wi_delete(b->wb, key, klen);
 }
 
 size_t ts_state_batch_count(const ts_state_batch *b) {
-    return (size_t)rocksdb_writebatch_count(b->wb);
+    return (size_t)rocksdb_writebatch_wi_count(b->wb);
 }
 
 ts_err ts_state_write(ts_state *st, ts_state_batch *b) {
     char *rerr = NULL;
-    rocksdb_write(st->db, st->wopts, b->wb, &rerr);
+    rocksdb_write_writebatch_wi(st->db, st->wopts, b->wb, &rerr);
     if (rerr) {
         ts_log_error("state", "write failed in %s: %s", st->dir, rerr);
         rocksdb_free(rerr);
@@ -148,7 +150,16 @@ ts_err ts_state_scan(ts_state *st, const char *prefix, size_t plen,
                      int (*fn)(void *arg, const char *key, size_t klen, const char *val,
                                size_t vlen),
                      void *arg) {
+    return ts_state_batch_scan(st, NULL, prefix, plen, fn, arg);
+}
+
+ts_err ts_state_batch_scan(ts_state *st, ts_state_batch *b, const char *prefix, size_t plen,
+                           int (*fn)(void *arg, const char *key, size_t klen, const char *val,
+                                     size_t vlen),
+                           void *arg) {
     rocksdb_iterator_t *it = rocksdb_create_iterator(st->db, st->ropts);
+    if (b) /* the batch's iterator takes over the base iterator */
+        it = rocksdb_writebatch_wi_create_iterator_with_base(b->wb, it);
     for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t klen, vlen;
         const char *key = rocksdb_iter_key(it, &klen);

@@ -8,6 +8,10 @@
  *   'P' task_id                        input position (next offset, int64 BE)
  *   'Q' task_id                        pending effects of the decided batch
  *                                      (first, next offsets + effects blob)
+ *   'V' task_id 0x00 view              the view's value as last written
+ *   'W' task_id 0x00 view 0x00 member  a sorted-set view's member -> score
+ * The V/W mirror lets a task re-materialize its views from state alone
+ * (after Redis lost them) without reprocessing input.
  * RocksDB's malloc'ed errptr strings and values are translated here; nothing
  * outside sees them.
  *
@@ -48,6 +52,13 @@ ts_err ts_state_scan(ts_state *st, const char *prefix, size_t plen,
                      int (*fn)(void *arg, const char *key, size_t klen, const char *val,
                                size_t vlen),
                      void *arg);
+
+/** Like ts_state_scan, over the database as it will be once `b` is written
+ * (the batch's puts and deletes included). */
+ts_err ts_state_batch_scan(ts_state *st, ts_state_batch *b, const char *prefix, size_t plen,
+                           int (*fn)(void *arg, const char *key, size_t klen, const char *val,
+                                     size_t vlen),
+                           void *arg);
 
 /** Approximate bytes on disk (SST + WAL), for reporting. */
 uint64_t ts_state_disk_bytes(ts_state *st);

@@ -53,6 +53,12 @@ struct ts_task {
     ts_flush flush; /* the flush in flight */
     size_t acks_wanted, acks_got;
     int flush_failed;
+
+    int rebuild_wanted;       /* re-materialize the views at the next idle moment */
+    int rebuilding;           /* a rebuild flush is in flight */
+    ts_effects *rebuild_effs; /* the views read back from the mirror */
+    ts_flush rebuild_flush;
+    char *last_zset;          /* rebuild: the sorted set being read */
 };
 
 /* ---- keys and the state backend ------------------------------------------------ */
@@ -186,6 +192,8 @@ void ts_task_destroy(ts_task *task) {
         task->spec->def->destroy(task->proc);
     ts_ctx_destroy(task->ctx);
     ts_effects_destroy(task->effs);
+    ts_effects_destroy(task->rebuild_effs);
+    free(task->last_zset);
     free(task->state_prefix);
     free(task->keybuf);
     free(task);
@@ -199,8 +207,11 @@ int64_t ts_task_acked(const ts_task *task) { return task->acked; }
 int ts_task_busy(const ts_task *task) { return task->busy; }
 
 int ts_task_ready(const ts_task *task) {
-    return !task->busy && !task->stopped && task->buf_len > task->buf_head;
+    return !task->busy && !task->stopped &&
+           (task->buf_len > task->buf_head || task->rebuild_wanted);
 }
+
+int ts_task_rebuilding(const ts_task *task) { return task->rebuild_wanted || task->rebuilding; }
 
 static void ts_task_flush_start(ts_task *task);
 
@@ -368,6 +379,143 @@ static void ts_task_fail(ts_task *task, ts_err err) {
     task->host->failed(task->host->arg, task, err);
 }
 
+/* ---- the view mirror ------------------------------------------------------
+ * Every view effect is also applied to a copy in RocksDB ('V' and 'W' keys,
+ * see ts_state.h), in the same write batch as the state, so the views can be
+ * rebuilt from state alone. */
+
+static char *ts_task_mirror_key(ts_task *task, char tag, const ts_bytes *view,
+                                const ts_bytes *member, size_t *len) {
+    size_t idlen = strlen(task->id);
+    size_t need = 1 + idlen + 1 + view->len + (member ? 1 + member->len : 0);
+    if (need > task->keycap) {
+        char *grown = realloc(task->keybuf, need);
+        if (!grown)
+            return NULL;
+        task->keybuf = grown;
+        task->keycap = need;
+    }
+    char *p = task->keybuf;
+    *p++ = tag;
+    memcpy(p, task->id, idlen);
+    p += idlen;
+    *p++ = '\0';
+    memcpy(p, view->data, view->len);
+    p += view->len;
+    if (member) {
+        *p++ = '\0';
+        memcpy(p, member->data, member->len);
+        p += member->len;
+    }
+    *len = (size_t)(p - task->keybuf);
+    return task->keybuf;
+}
+
+typedef struct ts_task_doomed {
+    char **keys;
+    size_t *lens;
+    size_t n, cap;
+    int below; /* only members with a score below `min` */
+    double min;
+} ts_task_doomed;
+
+static int ts_task_collect(void *arg, const char *key, size_t klen, const char *val,
+                           size_t vlen) {
+    ts_task_doomed *d = arg;
+    double score;
+    if (d->below) {
+        if (vlen != sizeof(score))
+            return 0;
+        memcpy(&score, val, sizeof(score));
+        if (!(score < d->min))
+            return 0;
+    }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 16;
+        char **keys = realloc(d->keys, cap * sizeof(*keys));
+        size_t *lens = keys ? realloc(d->lens, cap * sizeof(*lens)) : NULL;
+        if (keys)
+            d->keys = keys;
+        if (!lens)
+            return 1;
+        d->lens = lens;
+        d->cap = cap;
+    }
+    d->keys[d->n] = malloc(klen);
+    if (!d->keys[d->n])
+        return 1;
+    memcpy(d->keys[d->n], key, klen);
+    d->lens[d->n++] = klen;
+    return 0;
+}
+
+/* Deletes the mirrored members of sorted set `view` (those below `min` when
+ * `below`), seeing the batch's own earlier writes. */
+static ts_err ts_task_mirror_drop(ts_task *task, ts_state_batch *wb, const ts_bytes *view,
+                                  int below, double min) {
+    size_t plen;
+    ts_bytes none = {"", 0};
+    char *prefix = ts_task_mirror_key(task, 'W', view, &none, &plen);
+    if (!prefix)
+        return TS_E_NOMEM;
+    char *copy = malloc(plen);
+    if (!copy)
+        return TS_E_NOMEM;
+    memcpy(copy, prefix, plen);
+    ts_task_doomed d = {.below = below, .min = min};
+    ts_err rc = ts_state_batch_scan(task->host->state, wb, copy, plen, ts_task_collect, &d);
+    for (size_t i = 0; i < d.n; i++) {
+        ts_state_batch_delete(wb, d.keys[i], d.lens[i]);
+        free(d.keys[i]);
+    }
+    free(d.keys);
+    free(d.lens);
+    free(copy);
+    return rc;
+}
+
+static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb) {
+    size_t n = ts_effects_count(task->effs), len;
+    for (size_t i = 0; i < n; i++) {
+        const ts_effect *e = ts_effects_at(task->effs, i);
+        if (e->dead)
+            continue;
+        char *key;
+        ts_err rc = TS_OK;
+        switch (e->kind) {
+        case TS_EFF_VIEW_SET:
+            if (!(key = ts_task_mirror_key(task, 'V', &e->a, NULL, &len)))
+                return TS_E_NOMEM;
+            ts_state_batch_put(wb, key, len, e->b.data, e->b.len);
+            break;
+        case TS_EFF_VIEW_DEL:
+            if (!(key = ts_task_mirror_key(task, 'V', &e->a, NULL, &len)))
+                return TS_E_NOMEM;
+            ts_state_batch_delete(wb, key, len);
+            rc = ts_task_mirror_drop(task, wb, &e->a, 0, 0);
+            break;
+        case TS_EFF_ZADD:
+            if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
+                return TS_E_NOMEM;
+            ts_state_batch_put(wb, key, len, (const char *)&e->num, sizeof(e->num));
+            break;
+        case TS_EFF_ZREM:
+            if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
+                return TS_E_NOMEM;
+            ts_state_batch_delete(wb, key, len);
+            break;
+        case TS_EFF_ZREM_BELOW:
+            rc = ts_task_mirror_drop(task, wb, &e->a, 1, e->num);
+            break;
+        default:
+            break;
+        }
+        if (rc != TS_OK)
+            return rc;
+    }
+    return TS_OK;
+}
+
 /* Step 1: makes the batch durable and decided. */
 static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     ts_state_batch *wb = ts_state_batch_create();
@@ -379,8 +527,8 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     ts_task_put_be64(pos, next);
     ts_state_batch_put(wb, task->pos_key, task->pos_key_len, pos, 8);
 
-    ts_err rc = TS_OK;
-    if (ts_effects_live(task->effs, 0) > 0) {
+    ts_err rc = ts_task_mirror(task, wb);
+    if (rc == TS_OK && ts_effects_live(task->effs, 0) > 0) {
         char *blob = NULL;
         size_t blen = 0;
         rc = ts_effects_encode(task->effs, &blob, &blen);
@@ -460,9 +608,105 @@ static void ts_task_flush_start(ts_task *task) {
     }
 }
 
+/* ---- rebuilding views from the mirror --------------------------------------- */
+
+void ts_task_rebuild(ts_task *task) {
+    task->rebuild_wanted = 1;
+    if (ts_task_ready(task))
+        task->host->schedule(task->host->arg, task);
+}
+
+static int ts_task_rebuild_string(void *arg, const char *key, size_t klen, const char *val,
+                                  size_t vlen) {
+    ts_task *task = arg;
+    size_t skip = 1 + strlen(task->id) + 1;
+    ts_bytes view = {(char *)key + skip, klen - skip}, value = {(char *)val, vlen};
+    return ts_effects_add(task->rebuild_effs, TS_EFF_VIEW_SET, &view, &value, NULL, NULL, 0) !=
+           TS_OK;
+}
+
+static int ts_task_rebuild_member(void *arg, const char *key, size_t klen, const char *val,
+                                  size_t vlen) {
+    ts_task *task = arg;
+    size_t skip = 1 + strlen(task->id) + 1;
+    const char *view = key + skip, *sep = memchr(view, '\0', klen - skip);
+    double score;
+    if (!sep || vlen != sizeof(score))
+        return 0; /* not a member key: leave it */
+    memcpy(&score, val, sizeof(score));
+    ts_bytes bview = {(char *)view, (size_t)(sep - view)};
+    ts_bytes member = {(char *)sep + 1, klen - skip - bview.len - 1};
+    /* The first member of each set deletes what Redis holds under the key,
+     * so the set is replaced whole. */
+    if (!task->last_zset || strlen(task->last_zset) != bview.len ||
+        memcmp(task->last_zset, view, bview.len) != 0) {
+        free(task->last_zset);
+        task->last_zset = strndup(view, bview.len);
+        if (!task->last_zset ||
+            ts_effects_add(task->rebuild_effs, TS_EFF_VIEW_DEL, &bview, NULL, NULL, NULL, 0))
+            return 1;
+    }
+    return ts_effects_add(task->rebuild_effs, TS_EFF_ZADD, &bview, &member, NULL, NULL, score) !=
+           TS_OK;
+}
+
+static void ts_task_rebuild_done(void *arg, ts_err status) {
+    ts_task *task = arg;
+    size_t n = ts_effects_live(task->rebuild_effs, TS_EFF_VIEW_SET) +
+               ts_effects_live(task->rebuild_effs, TS_EFF_VIEW_DEL);
+    ts_effects_clear(task->rebuild_effs);
+    task->rebuilding = 0;
+    task->busy = 0;
+    if (status != TS_OK) {
+        task->rebuild_wanted = 1; /* shut down first: the next start will do it */
+        return;
+    }
+    ts_log(n ? TS_LOG_INFO : TS_LOG_DEBUG, task->id, "rebuilt %zu views from state", n);
+    task->host->rebuilt(task->host->arg, task, n);
+    if (ts_task_ready(task))
+        task->host->schedule(task->host->arg, task);
+}
+
+static void ts_task_rebuild_start(ts_task *task) {
+    task->rebuild_wanted = 0;
+    if (!task->rebuild_effs && !(task->rebuild_effs = ts_effects_create())) {
+        ts_task_fail(task, TS_E_NOMEM);
+        return;
+    }
+    free(task->last_zset);
+    task->last_zset = NULL;
+    char prefix[170];
+    size_t idlen = strlen(task->id);
+    memcpy(prefix + 1, task->id, idlen + 1); /* with its NUL */
+    prefix[0] = 'V';
+    ts_err rc = ts_state_scan(task->host->state, prefix, idlen + 2, ts_task_rebuild_string, task);
+    prefix[0] = 'W';
+    if (rc == TS_OK)
+        rc = ts_state_scan(task->host->state, prefix, idlen + 2, ts_task_rebuild_member, task);
+    if (rc != TS_OK) {
+        ts_task_fail(task, rc);
+        return;
+    }
+    task->busy = 1;
+    task->rebuilding = 1;
+    task->rebuild_flush = (ts_flush){task->id, task->acked, task->acked, task->rebuild_effs};
+    ts_sink *views = task->host->views;
+    rc = views->ops->write(views->impl, &task->rebuild_flush, ts_task_rebuild_done, task);
+    if (rc != TS_OK) {
+        ts_log_error(task->id, "view sink refused the rebuild: %s", ts_err_str(rc));
+        task->busy = 0;
+        task->rebuilding = 0;
+        ts_task_fail(task, rc);
+    }
+}
+
 void ts_task_run(ts_task *task) {
     if (!ts_task_ready(task))
         return;
+    if (task->rebuild_wanted) {
+        ts_task_rebuild_start(task);
+        return;
+    }
     size_t limit = (size_t)task->host->max_events, done = 0;
     int64_t first = -1, next = task->position;
     while (task->buf_head < task->buf_len && done < limit) {

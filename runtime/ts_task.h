@@ -41,6 +41,9 @@ typedef struct ts_task_host {
     void (*schedule)(void *arg, ts_task *task);
     /** Reports that the task stopped for good (fatal state or processor failure). */
     void (*failed)(void *arg, ts_task *task, ts_err err);
+    /** Reports that a rebuild asked with ts_task_rebuild is written (n views). */
+    void (*rebuilt)(void *arg, ts_task *task, size_t n_views);
+    ts_sink *views; /* the view sink (one of `sinks`), for rebuilds */
     void *arg;
 } ts_task_host;
 
@@ -80,6 +83,13 @@ void ts_task_run(ts_task *task);
 int ts_task_busy(const ts_task *task);
 /** Non-zero when the task has buffered records and no flush in flight. */
 int ts_task_ready(const ts_task *task);
+/** Asks the task to write every view it owns again, from the mirror in its
+ * state (no input is reprocessed). Runs when the task is next idle, as one
+ * flush to the view sink: each sorted set is deleted and written whole. */
+void ts_task_rebuild(ts_task *task);
+/** Non-zero while a rebuild is wanted or in flight. */
+int ts_task_rebuilding(const ts_task *task);
+
 /** Drops buffered records; the in-flight flush, if any, completes. */
 void ts_task_revoke(ts_task *task);
 /** Non-zero after ts_task_revoke (until ts_task_reassign). */

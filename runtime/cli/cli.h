@@ -18,5 +18,6 @@ ts_topology *ts_cli_load_topology(const char *path);
 
 int ts_cli_run(int argc, char **argv);
 int ts_cli_demo(int argc, char **argv);
+int ts_cli_views(int argc, char **argv);
 
 #endif

@@ -85,10 +85,12 @@ static int ts_demo_print_views(const char *url) {
         redisFree(rc);
         return -1;
     }
-    size_t n = keys->elements;
-    const char **names = calloc(n ? n : 1, sizeof(*names));
-    for (size_t i = 0; i < n; i++)
-        names[i] = keys->element[i]->str;
+    /* The runtime's own bookkeeping keys ("ts:...") are not views. */
+    size_t n = 0;
+    const char **names = calloc(keys->elements + 1, sizeof(*names));
+    for (size_t i = 0; i < keys->elements; i++)
+        if (strncmp(keys->element[i]->str, "ts:", 3) != 0)
+            names[n++] = keys->element[i]->str;
     qsort(names, n, sizeof(*names), ts_demo_key_cmp);
     printf("\n== views in Redis (%zu keys) ==\n", n);
     for (size_t i = 0; i < n; i++) {

@@ -14,6 +14,7 @@ typedef struct ts_cli_command {
 static const ts_cli_command ts_cli_commands[] = {
     {"run", ts_cli_run, "run the pipeline until SIGINT/SIGTERM"},
     {"demo", ts_cli_demo, "run the pipeline on sample events, print the views, exit"},
+    {"views", ts_cli_views, "views rebuild: write every view again from state"},
 };
 
 static void ts_cli_usage(FILE *out) {
