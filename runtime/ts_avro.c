@@ -755,7 +755,7 @@ static int resolve_copy(jctx *c, avro_value_t *src, avro_value_t *dst, int depth
     avro_schema_t ss = unlink_schema(avro_value_get_schema(src));
     avro_schema_t ds = unlink_schema(avro_value_get_schema(dst));
     avro_value_t sb, db;
-    size_t i, n;
+    size_t i, n = 0;
 
     if (depth > RESOLVE_MAX_DEPTH)
         return fail(c, "value nested too deeply");
@@ -795,7 +795,7 @@ static int resolve_copy(jctx *c, avro_value_t *src, avro_value_t *dst, int depth
         int64_t l = 0;
         double d = 0;
         if (st == AVRO_INT32) {
-            int32_t x;
+            int32_t x = 0;
             avro_value_get_int(src, &x);
             l = x;
             d = x;
@@ -803,7 +803,7 @@ static int resolve_copy(jctx *c, avro_value_t *src, avro_value_t *dst, int depth
             avro_value_get_long(src, &l);
             d = (double)l;
         } else if (st == AVRO_FLOAT) {
-            float f;
+            float f = 0;
             avro_value_get_float(src, &f);
             d = f;
         } else {
@@ -822,10 +822,10 @@ static int resolve_copy(jctx *c, avro_value_t *src, avro_value_t *dst, int depth
     }
     case AVRO_STRING:
     case AVRO_BYTES: {
-        const void *p;
-        size_t sz;
+        const void *p = NULL;
+        size_t sz = 0;
         if (st == AVRO_STRING) {
-            const char *s;
+            const char *s = NULL;
             avro_value_get_string(src, &s, &sz);
             p = s;
             sz = sz > 0 ? sz - 1 : 0; /* avro-c string sizes count the NUL */
@@ -847,15 +847,15 @@ static int resolve_copy(jctx *c, avro_value_t *src, avro_value_t *dst, int depth
         return avro_value_set_bytes(dst, (void *)p, sz);
     }
     case AVRO_FIXED: {
-        const void *p;
-        size_t sz;
+        const void *p = NULL;
+        size_t sz = 0;
         avro_value_get_fixed(src, &p, &sz);
         if ((int64_t)sz != avro_schema_fixed_size(ds))
             return fail(c, "fixed size differs");
         return avro_value_set_fixed(dst, (void *)p, sz);
     }
     case AVRO_ENUM: {
-        int idx, ridx;
+        int idx = 0, ridx;
         const char *sym;
         avro_value_get_enum(src, &idx);
         sym = avro_schema_enum_get(ss, idx);
@@ -1245,7 +1245,8 @@ struct ts_decoder {
 
 static void plan_destroy(plan *p) {
     if (p->wiface != NULL) {
-        avro_value_decref(&p->wvalue);
+        if (p->wvalue.iface != NULL)
+            avro_value_decref(&p->wvalue);
         avro_value_iface_decref(p->wiface);
     }
     free(p);
@@ -1259,7 +1260,7 @@ void ts_decoder_destroy(ts_decoder *dec) {
         HASH_DEL(dec->plans, p);
         plan_destroy(p);
     }
-    if (dec->have_value)
+    if (dec->have_value && dec->value.iface != NULL)
         avro_value_decref(&dec->value);
     if (dec->iface != NULL)
         avro_value_iface_decref(dec->iface);
@@ -1378,6 +1379,9 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
     }
 
     avro_reader_memory_set_source(dec->rd, (const char *)w.p, (int64_t)w.len);
+    /* The value is reused from message to message (no allocation per decode);
+     * reset it so nothing of the previous message survives. */
+    avro_value_reset(&dec->value);
     if (p->direct) {
         avro_value_t target = dec->value;
         if (p->branch >= 0 && avro_value_set_branch(&dec->value, p->branch, &target) != 0)
@@ -1387,9 +1391,9 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
     } else {
         char reason[256] = "";
         jctx c = {.def = dec->reader, .err = reason, .errlen = sizeof(reason)};
+        avro_value_reset(&p->wvalue);
         if (avro_value_read(dec->rd, &p->wvalue) != 0)
             goto invalid;
-        avro_value_reset(&dec->value);
         if (resolve_copy(&c, &p->wvalue, &dec->value, 0) != 0) {
             seterr(err, errlen, "schema id %d cannot be read as '%s': %s", (int)id,
                    dec->reader->subject, reason);

@@ -18,6 +18,10 @@
 
 #include "ts_log.h"
 
+/* 15 significant digits print 0.7 as 0.7 (17 would print 0.69999999999999996)
+ * and still round-trip every value a processor computes in practice. */
+#define TS_CTX_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
+
 typedef struct ts_ctx_entry {
     char *key;
     size_t klen;
@@ -306,7 +310,7 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
 }
 
 ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc) {
-    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = json_dumps(doc, TS_CTX_JSON_FLAGS);
     if (!text) {
         ctx->state_failed = 1;
         return TS_E_NOMEM;
@@ -329,7 +333,7 @@ static ts_err ts_ctx_effect(ts_ctx *ctx, ts_effect_kind kind, const char *a, con
 
 ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
     json_object_set_new(doc, "version", json_integer(ctx->ev ? ctx->ev->offset : -1));
-    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = json_dumps(doc, TS_CTX_JSON_FLAGS);
     if (!text) {
         ctx->state_failed = 1;
         return TS_E_NOMEM;
@@ -485,7 +489,7 @@ void ts_row_json(ts_row *row, const char *column, const json_t *value) {
         ts_row_add(row, column, lit, strlen(lit));
         free(lit);
     } else {
-        char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *text = json_dumps(value, TS_CTX_JSON_FLAGS);
         if (!text) {
             row->ctx->state_failed = 1;
             return;

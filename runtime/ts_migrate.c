@@ -47,6 +47,76 @@ static const char ts_migrate_builtin_sql[] =
     "END\n"
     "$fn$;\n";
 
+/* Partitions created as needed. A range-partitioned table registered in
+ * ts_partitioning(parent, unit) gets its partitions on demand:
+ * ts_partition_ensure(parent, at) creates [date_trunc(unit, at), +1 unit) of
+ * UTC time, named <parent>_YYYY / _YYYYMM / _YYYYMMDD (year / month / week
+ * and day), unless it exists; ts_partition_ensure_rows(parent, rows) does so
+ * for the partition key value of every row of a JSON array of {column: text}
+ * objects, looking the key column up in the catalog, and ignores a table that
+ * is not registered. The Postgres sink calls the latter when a flush fails
+ * with "no partition of relation ... found for row" (SQLSTATE 23514). An
+ * advisory lock per partition name serializes concurrent creators, so the
+ * second one finds the partition instead of failing on it. */
+static const char ts_migrate_partition_name[] = "tastesync/0002_partitioning.sql";
+
+static const char ts_migrate_partition_sql[] =
+    "CREATE TABLE IF NOT EXISTS ts_partitioning (\n"
+    "  parent text PRIMARY KEY,\n"
+    "  unit text NOT NULL CHECK (unit IN ('day', 'week', 'month', 'year')));\n"
+    "CREATE OR REPLACE FUNCTION ts_partition_ensure(p_parent text, p_at timestamptz)\n"
+    "RETURNS text LANGUAGE plpgsql AS $fn$\n"
+    "DECLARE\n"
+    "  v_unit text;\n"
+    "  v_rel regclass;\n"
+    "  v_schema text;\n"
+    "  v_name text;\n"
+    "  v_lo timestamp;\n"
+    "  v_hi timestamp;\n"
+    "BEGIN\n"
+    "  SELECT unit INTO v_unit FROM ts_partitioning WHERE parent = p_parent;\n"
+    "  IF v_unit IS NULL THEN\n"
+    "    RAISE EXCEPTION 'table % is not registered in ts_partitioning', p_parent\n"
+    "      USING ERRCODE = '22023';\n"
+    "  END IF;\n"
+    "  v_rel := p_parent::regclass;\n"
+    "  v_lo := date_trunc(v_unit, p_at AT TIME ZONE 'UTC');\n"
+    "  v_hi := v_lo + ('1 ' || v_unit)::interval;\n"
+    "  SELECT n.nspname, c.relname INTO v_schema, v_name\n"
+    "    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;\n"
+    "  v_name := v_name || '_' || to_char(v_lo, CASE v_unit WHEN 'year' THEN 'YYYY'\n"
+    "    WHEN 'month' THEN 'YYYYMM' ELSE 'YYYYMMDD' END);\n"
+    "  PERFORM pg_advisory_xact_lock(hashtext('tastesync.partition:' || v_schema || '.' || "
+    "v_name));\n"
+    "  IF to_regclass(format('%I.%I', v_schema, v_name)) IS NULL THEN\n"
+    "    EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',\n"
+    "      v_schema, v_name, v_rel, v_lo::text || '+00', v_hi::text || '+00');\n"
+    "  END IF;\n"
+    "  RETURN format('%I.%I', v_schema, v_name);\n"
+    "END\n"
+    "$fn$;\n"
+    "CREATE OR REPLACE FUNCTION ts_partition_ensure_rows(p_parent text, p_rows jsonb)\n"
+    "RETURNS void LANGUAGE plpgsql AS $fn$\n"
+    "DECLARE\n"
+    "  v_col text;\n"
+    "  v_at text;\n"
+    "BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM ts_partitioning WHERE parent = p_parent) THEN\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT a.attname INTO v_col FROM pg_partitioned_table pt\n"
+    "    JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]\n"
+    "    WHERE pt.partrelid = p_parent::regclass AND pt.partnatts = 1 AND pt.partstrat = 'r';\n"
+    "  IF v_col IS NULL THEN\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  FOR v_at IN SELECT DISTINCT r ->> v_col FROM jsonb_array_elements(p_rows) r\n"
+    "             WHERE r ->> v_col IS NOT NULL LOOP\n"
+    "    PERFORM ts_partition_ensure(p_parent, v_at::timestamptz);\n"
+    "  END LOOP;\n"
+    "END\n"
+    "$fn$;\n";
+
 static void ts_migrate_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -231,6 +301,11 @@ ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, const cha
     ts_err rc = ts_migrate_one(conn, ts_migrate_builtin_name, ts_migrate_builtin_sql, &applied, err,
                                errlen);
     count += applied;
+    if (rc == TS_OK) {
+        rc = ts_migrate_one(conn, ts_migrate_partition_name, ts_migrate_partition_sql, &applied,
+                            err, errlen);
+        count += applied;
+    }
     for (size_t i = 0; i < n_dirs && rc == TS_OK; i++)
         rc = ts_migrate_dir(conn, dirs[i], owners[i], &count, err, errlen);
     PQfinish(conn);

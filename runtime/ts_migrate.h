@@ -5,7 +5,14 @@
  * ts_claim_batch(task text, next_offset bigint), which records a task's batch
  * and raises SQLSTATE TS_MIGRATE_ALREADY_APPLIED ('TS409') when a batch ending
  * at or before the stored offset was already applied (the Postgres sink's
- * fence). Then every *.sql file of each given folder, sorted by file name
+ * fence). Second, "tastesync/0002_partitioning.sql": table
+ * ts_partitioning(parent, unit) and the functions ts_partition_ensure(parent
+ * text, at timestamptz) and ts_partition_ensure_rows(parent text, rows jsonb),
+ * which create the missing range partitions (by UTC day, week, month or year)
+ * of a registered table; a migration registers its table with
+ * INSERT INTO ts_partitioning VALUES ('<table>', 'month'), and the Postgres
+ * sink creates partitions as rows need them. Then every *.sql file of each
+ * given folder, sorted by file name
  * (byte order), that table ts_migrations(name, applied_at) does not record yet.
  *
  * Each migration runs in its own transaction together with its record, under

@@ -17,12 +17,24 @@
  * parks it (WAITING) until the retry timer resends it. A lost connection sends
  * every unfinished job again on the next connection.
  *
+ * Partitions created as needed: a row statement failing with SQLSTATE 23514
+ * (a check violation, which is also what "no partition of relation ... found
+ * for row" is) adds its table to the job's `ensure` list and resends the job
+ * at once. From then on each attempt of the job queues, after the claim and
+ * in the same transaction, one `SELECT ts_partition_ensure_rows(table, rows)`
+ * per listed table, with the job's upserted rows of that table as a JSON
+ * array; the function (ts_migrate.h) finds the partition key column in the
+ * catalog and creates each missing partition of a table registered in
+ * ts_partitioning, and does nothing for any other table. So an ordinary check
+ * violation costs one extra attempt and is then handled as any SQL error.
+ *
  * `done` may call back into the sink (write, or close); close during result
  * processing is deferred until the dispatch returns, so the connection is
  * never freed under the loop that reads it.
  */
 #include "ts_pg_sink.h"
 
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +47,7 @@
 #define TS_PG_BACKOFF_MIN_MS 100
 #define TS_PG_BACKOFF_MAX_MS 5000
 #define TS_PG_MAX_COLS 1600 /* PostgreSQL's own limit per table */
+#define TS_PG_NO_PARTITION "23514" /* check_violation: also "no partition ... for row" */
 
 typedef enum ts_pg_state { TS_PG_DOWN, TS_PG_CONNECTING, TS_PG_READY } ts_pg_state;
 
@@ -57,6 +70,9 @@ typedef struct ts_pg_job {
     int immediate; /* no row effects: completes from the kick timer */
     int finished;
     int failures;
+    char **ensure;      /* owned: tables whose partitions each attempt ensures */
+    size_t n_ensure;
+    int ensure_sent;    /* ensure statements in the current attempt, after the claim */
     /* results of the current attempt */
     int stmts_done; /* statements whose results were fully read */
     int err_stmt;   /* statement that failed (0 = the claim), -1 none */
@@ -266,6 +282,9 @@ static void ts_pg_job_free(ts_pg_job *job) {
         return;
     free(job->task_id);
     free(job->errmsg);
+    for (size_t i = 0; i < job->n_ensure; i++)
+        free(job->ensure[i]);
+    free(job->ensure);
     free(job);
 }
 
@@ -298,6 +317,45 @@ static void ts_pg_job_finish(ts_pg_sink *ps, ts_pg_job *job, ts_err status) {
     ts_pg_job_free(job);
 }
 
+#define TS_PG_ENSURE_SQL "SELECT ts_partition_ensure_rows($1::text, $2::jsonb)"
+
+static int ts_pg_effect_on(const ts_effect *e, const char *table) {
+    size_t len = strlen(table);
+    return e->a.len == len && memcmp(e->a.data, table, len) == 0;
+}
+
+/* The live upserted rows of `table` in a job, as a JSON array of
+ * {column: text or null} objects (malloc'ed text), for
+ * ts_partition_ensure_rows. A value that is not UTF-8 becomes null: it cannot
+ * be a partition key, which is a time. NULL when out of memory. */
+static char *ts_pg_job_rows_json(ts_pg_sink *ps, const ts_pg_job *job, const char *table) {
+    json_t *rows = json_array();
+    size_t n = ts_effects_count(job->flush.effects);
+    for (size_t i = 0; rows && i < n; i++) {
+        const ts_effect *e = ts_effects_at(job->flush.effects, i);
+        if (e->dead || e->kind != TS_EFF_ROW_UPSERT || !ts_pg_effect_on(e, table))
+            continue;
+        size_t ncols, nkey;
+        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey); /* validated */
+        json_t *row = json_object();
+        for (size_t c = 0; row && c < ncols; c++) {
+            json_t *v = ps->cols[c].value
+                            ? json_stringn(ps->cols[c].value, ps->cols[c].value_len)
+                            : NULL;
+            char name[256];
+            snprintf(name, sizeof name, "%.*s", (int)ps->cols[c].name_len, ps->cols[c].name);
+            json_object_set_new(row, name, v ? v : json_null());
+        }
+        if (!row || json_array_append_new(rows, row) != 0) {
+            json_decref(rows);
+            rows = NULL;
+        }
+    }
+    char *text = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
+    json_decref(rows);
+    return text;
+}
+
 /* Queues a job's statements and its Sync on the connection. -1 when libpq
  * refuses (the connection is broken). */
 static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
@@ -308,6 +366,14 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     if (!PQsendQueryParams(conn, "SELECT ts_claim_batch($1::text, $2::bigint)", 2, NULL, claim,
                            NULL, NULL, 0))
         return -1;
+    for (size_t t = 0; t < job->n_ensure; t++) {
+        char *rows = ts_pg_job_rows_json(ps, job, job->ensure[t]);
+        const char *args[2] = {job->ensure[t], rows};
+        int ok = rows && PQsendQueryParams(conn, TS_PG_ENSURE_SQL, 2, NULL, args, NULL, NULL, 0);
+        free(rows);
+        if (!ok)
+            return -1;
+    }
     size_t n = ts_effects_count(job->flush.effects);
     ts_pg_buf sql = {0}, vals = {0};
     const char **params = NULL;
@@ -355,6 +421,7 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     if (rc != 0 || !PQpipelineSync(conn))
         return -1;
     ts_pg_job_reset_attempt(job);
+    job->ensure_sent = (int)job->n_ensure;
     job->state = TS_PG_JOB_SENT;
     job->next_inflight = NULL;
     if (ps->inflight_tail)
@@ -369,6 +436,9 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
 static char *ts_pg_job_stmt_text(ts_pg_sink *ps, const ts_pg_job *job, int idx) {
     if (idx <= 0)
         return strdup("SELECT ts_claim_batch($1::text, $2::bigint)");
+    if (idx <= job->ensure_sent)
+        return strdup(TS_PG_ENSURE_SQL);
+    idx -= job->ensure_sent;
     size_t n = ts_effects_count(job->flush.effects);
     int seen = 0;
     for (size_t i = 0; i < n; i++) {
@@ -563,6 +633,41 @@ static int ts_pg_retriable(const char *sqlstate) {
            strcmp(sqlstate, "55P03") == 0;
 }
 
+/* The table of the job's failed row statement joins its `ensure` list.
+ * @returns 1 when it was added, 0 when it was there already (or the failed
+ * statement is not a row, or memory ran out): nothing new to try. */
+static int ts_pg_job_add_ensure(ts_pg_sink *ps, ts_pg_job *job) {
+    int idx = job->err_stmt - job->ensure_sent;
+    if (job->err_stmt <= job->ensure_sent)
+        return 0;
+    size_t n = ts_effects_count(job->flush.effects);
+    const ts_effect *failed = NULL;
+    for (size_t i = 0; i < n && !failed; i++) {
+        const ts_effect *e = ts_effects_at(job->flush.effects, i);
+        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
+            continue;
+        if (--idx == 0)
+            failed = e;
+    }
+    if (!failed || failed->kind != TS_EFF_ROW_UPSERT)
+        return 0;
+    for (size_t t = 0; t < job->n_ensure; t++)
+        if (ts_pg_effect_on(failed, job->ensure[t]))
+            return 0;
+    char **list = realloc(job->ensure, (job->n_ensure + 1) * sizeof *list);
+    if (!list)
+        return 0;
+    job->ensure = list;
+    if (!(list[job->n_ensure] = strndup(failed->a.data, failed->a.len)))
+        return 0;
+    job->n_ensure++;
+    ts_log_info(ps->comp, "task %s batch [%lld,%lld): %s; creating partitions of %s as needed",
+                job->task_id, (long long)job->flush.first_offset,
+                (long long)job->flush.next_offset, job->errmsg ? job->errmsg : "?",
+                list[job->n_ensure - 1]);
+    return 1;
+}
+
 /* A job's Sync arrived: decide its fate. */
 static void ts_pg_job_settle(ts_pg_sink *ps, ts_pg_job *job) {
     if (job->err_stmt < 0) {
@@ -575,6 +680,15 @@ static void ts_pg_job_settle(ts_pg_sink *ps, ts_pg_job *job) {
                     job->task_id, (long long)job->flush.first_offset,
                     (long long)job->flush.next_offset);
         ts_pg_job_finish(ps, job, TS_OK);
+        return;
+    }
+    if (strcmp(job->sqlstate, TS_PG_NO_PARTITION) == 0 && ts_pg_job_add_ensure(ps, job)) {
+        /* Not a failure yet: resend at once, creating the missing partitions. */
+        job->state = TS_PG_JOB_WAITING;
+        if (!ps->closing) {
+            uv_timer_stop(&ps->retry_timer);
+            uv_timer_start(&ps->retry_timer, ts_pg_retry_cb, 0, 0);
+        }
         return;
     }
     const char *msg = job->errmsg ? job->errmsg : "?";

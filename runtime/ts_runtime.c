@@ -758,6 +758,22 @@ int64_t ts_runtime_acked(const ts_runtime *rt, const char *topic, int32_t partit
     return task ? ts_task_acked(task) : -1;
 }
 
+int64_t ts_runtime_lag(const ts_runtime *rt) {
+    int64_t lag = 0;
+    for (size_t i = 0; i < rt->n_tasks; i++) {
+        ts_task *task = rt->tasks[i];
+        int64_t high, acked = ts_task_acked(task);
+        if (!rt->source ||
+            ts_source_end(rt->source, ts_task_topic(task), ts_task_partition(task), &high) != 0)
+            return -1;
+        if (high > 0 && acked < 0)
+            return -1;
+        if (high > acked && high > 0)
+            lag += high - (acked < 0 ? 0 : acked);
+    }
+    return lag;
+}
+
 size_t ts_runtime_tasks(const ts_runtime *rt, size_t *busy) {
     size_t n = 0;
     for (size_t i = 0; i < rt->n_tasks; i++)

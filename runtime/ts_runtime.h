@@ -49,6 +49,11 @@ const char *ts_runtime_pg_conninfo(const ts_runtime *rt);
  * when the partition is not assigned here or has not acknowledged anything. */
 int64_t ts_runtime_acked(const ts_runtime *rt, const char *topic, int32_t partition);
 
+/** Records not yet acknowledged over every assigned partition (end offset as
+ * last seen by the fetcher minus the acknowledged position), or -1 while some
+ * partition's end or position is not known yet. */
+int64_t ts_runtime_lag(const ts_runtime *rt);
+
 /** Number of tasks (assigned partitions) and of those with a flush in flight. */
 size_t ts_runtime_tasks(const ts_runtime *rt, size_t *busy);
 

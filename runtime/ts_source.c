@@ -275,6 +275,15 @@ void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int6
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+int ts_source_end(ts_source *src, const char *topic, int32_t partition, int64_t *high) {
+    int64_t low = -1;
+    *high = -1;
+    if (rd_kafka_get_watermark_offsets(src->rk, topic, partition, &low, high) ||
+        *high < 0)
+        return -1;
+    return 0;
+}
+
 void ts_source_close(ts_source *src) {
     if (!src)
         return;

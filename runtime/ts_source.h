@@ -43,6 +43,9 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
 void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int pause);
 /** Commits `next_offset` for the partition (asynchronously). */
 void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset);
+/** The partition's end offset as last seen by the fetcher (cached, no round
+ * trip). @returns 0 with *high set, or -1 when not known yet. */
+int ts_source_end(ts_source *src, const char *topic, int32_t partition, int64_t *high);
 /** Leaves the group (revocations are reported), closes the handles and frees
  * the source once they are closed. Blocks briefly for the group leave. */
 void ts_source_close(ts_source *src);

@@ -58,7 +58,6 @@ struct ts_task {
     int rebuilding;           /* a rebuild flush is in flight */
     ts_effects *rebuild_effs; /* the views read back from the mirror */
     ts_flush rebuild_flush;
-    char *last_zset;          /* rebuild: the sorted set being read */
 };
 
 /* ---- keys and the state backend ------------------------------------------------ */
@@ -193,7 +192,6 @@ void ts_task_destroy(ts_task *task) {
     ts_ctx_destroy(task->ctx);
     ts_effects_destroy(task->effs);
     ts_effects_destroy(task->rebuild_effs);
-    free(task->last_zset);
     free(task->state_prefix);
     free(task->keybuf);
     free(task);
@@ -636,24 +634,16 @@ static int ts_task_rebuild_member(void *arg, const char *key, size_t klen, const
     memcpy(&score, val, sizeof(score));
     ts_bytes bview = {(char *)view, (size_t)(sep - view)};
     ts_bytes member = {(char *)sep + 1, klen - skip - bview.len - 1};
-    /* The first member of each set deletes what Redis holds under the key,
-     * so the set is replaced whole. */
-    if (!task->last_zset || strlen(task->last_zset) != bview.len ||
-        memcmp(task->last_zset, view, bview.len) != 0) {
-        free(task->last_zset);
-        task->last_zset = strndup(view, bview.len);
-        if (!task->last_zset ||
-            ts_effects_add(task->rebuild_effs, TS_EFF_VIEW_DEL, &bview, NULL, NULL, NULL, 0))
-            return 1;
-    }
+    /* Only this task's members are added back: several tasks may own members
+     * of one sorted set (one writer per member), so the set is never
+     * deleted here. */
     return ts_effects_add(task->rebuild_effs, TS_EFF_ZADD, &bview, &member, NULL, NULL, score) !=
            TS_OK;
 }
 
 static void ts_task_rebuild_done(void *arg, ts_err status) {
     ts_task *task = arg;
-    size_t n = ts_effects_live(task->rebuild_effs, TS_EFF_VIEW_SET) +
-               ts_effects_live(task->rebuild_effs, TS_EFF_VIEW_DEL);
+    size_t n = ts_effects_live(task->rebuild_effs, 0);
     ts_effects_clear(task->rebuild_effs);
     task->rebuilding = 0;
     task->busy = 0;
@@ -661,7 +651,8 @@ static void ts_task_rebuild_done(void *arg, ts_err status) {
         task->rebuild_wanted = 1; /* shut down first: the next start will do it */
         return;
     }
-    ts_log(n ? TS_LOG_INFO : TS_LOG_DEBUG, task->id, "rebuilt %zu views from state", n);
+    ts_log(n ? TS_LOG_INFO : TS_LOG_DEBUG, task->id,
+           "rebuilt %zu views and sorted-set members from state", n);
     task->host->rebuilt(task->host->arg, task, n);
     if (ts_task_ready(task))
         task->host->schedule(task->host->arg, task);
@@ -673,8 +664,6 @@ static void ts_task_rebuild_start(ts_task *task) {
         ts_task_fail(task, TS_E_NOMEM);
         return;
     }
-    free(task->last_zset);
-    task->last_zset = NULL;
     char prefix[170];
     size_t idlen = strlen(task->id);
     memcpy(prefix + 1, task->id, idlen + 1); /* with its NUL */

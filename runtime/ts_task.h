@@ -85,7 +85,8 @@ int ts_task_busy(const ts_task *task);
 int ts_task_ready(const ts_task *task);
 /** Asks the task to write every view it owns again, from the mirror in its
  * state (no input is reprocessed). Runs when the task is next idle, as one
- * flush to the view sink: each sorted set is deleted and written whole. */
+ * flush to the view sink: string views are set whole, and the task's members
+ * of sorted sets are added back (other tasks may own other members). */
 void ts_task_rebuild(ts_task *task);
 /** Non-zero while a rebuild is wanted or in flight. */
 int ts_task_rebuilding(const ts_task *task);

@@ -27,12 +27,15 @@ typedef struct ts_demo {
     ts_sample_ends ends; /* where each input partition ends after producing */
     uv_timer_t timer;
     uint64_t waited_ms;
+    int quiet_ticks; /* consecutive ticks with nothing left anywhere */
     int caught_up;
 } ts_demo;
 
 static void ts_demo_on_closed(uv_handle_t *handle) { (void)handle; }
 
-/* Stops the runtime once every input partition is acknowledged to its end. */
+/* Stops the runtime once every partition it produced to is acknowledged to
+ * its end, and then the downstream stages (which read what processors emit)
+ * have nothing left either, for a few ticks in a row. */
 static void ts_demo_on_timer(uv_timer_t *timer) {
     ts_demo *demo = timer->data;
     demo->waited_ms += 100;
@@ -43,6 +46,10 @@ static void ts_demo_on_timer(uv_timer_t *timer) {
             ts_runtime_acked(demo->rt, end->topic, end->partition) < end->next_offset)
             done = 0;
     }
+    size_t busy = 0;
+    ts_runtime_tasks(demo->rt, &busy);
+    demo->quiet_ticks = done && busy == 0 && ts_runtime_lag(demo->rt) == 0 ? demo->quiet_ticks + 1 : 0;
+    done = demo->quiet_ticks >= 3;
     if (done || demo->waited_ms >= TS_DEMO_TIMEOUT_MS) {
         demo->caught_up = done;
         if (!done)
@@ -62,7 +69,7 @@ static void ts_demo_print_json(const char *text) {
         printf("  %s\n", text);
         return;
     }
-    char *pretty = json_dumps(doc, JSON_INDENT(2) | JSON_ENCODE_ANY);
+    char *pretty = json_dumps(doc, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     for (char *line = strtok(pretty, "\n"); line; line = strtok(NULL, "\n"))
         printf("  %s\n", line);
     free(pretty);

@@ -144,7 +144,8 @@ static ts_sink connect_sink(const char *ci) {
 Test(pg_sink, migrations_apply_once) {
     migrate(conninfo);
     migrate(conninfo); /* applies nothing: the seed row would double */
-    const char *want = "tastesync/0001_offsets.sql\ntest/001_tables.sql\ntest/002_seed.sql";
+    const char *want = "tastesync/0001_offsets.sql\ntastesync/0002_partitioning.sql\n"
+                       "test/001_tables.sql\ntest/002_seed.sql";
     query(conninfo, "SELECT name FROM ts_migrations ORDER BY applied_at, name COLLATE \"C\"", want);
     query(conninfo, "SELECT count(*) FROM items", "1");
 
@@ -288,6 +289,71 @@ Test(pg_sink, sql_error_is_retried_until_fixed) {
     cr_assert(sink.ops->healthy(sink.impl));
     close_all(&sink, &c);
     ts_effects_destroy(effs);
+}
+
+Test(pg_sink, partitions_are_created_as_needed) {
+    /* events: registered, by month; plain: partitioned but not registered;
+     * checked: registered, with a CHECK that no partition can satisfy. */
+    write_file(migdir, "003_parts.sql",
+               "CREATE TABLE events (id text, at timestamptz, v int, PRIMARY KEY (id, at))\n"
+               "  PARTITION BY RANGE (at);\n"
+               "CREATE TABLE plain (id text, at timestamptz, PRIMARY KEY (id, at))\n"
+               "  PARTITION BY RANGE (at);\n"
+               "CREATE TABLE checked (id text, at timestamptz, v int CHECK (v > 0),\n"
+               "  PRIMARY KEY (id, at)) PARTITION BY RANGE (at);\n"
+               "INSERT INTO ts_partitioning VALUES ('events', 'month'), ('checked', 'day');\n");
+    migrate(conninfo);
+    ts_sink sink = connect_sink(conninfo);
+    ts_effects *effs = ts_effects_create();
+    /* Two months in one flush, one of them at the very edge of the month in UTC. */
+    row(effs, TS_EFF_ROW_UPSERT, "events", 2, 3,
+        (const char *[]){"id", "a", "at", "2026-01-31T23:59:59.999Z", "v", "1"});
+    row(effs, TS_EFF_ROW_UPSERT, "events", 2, 3,
+        (const char *[]){"id", "b", "at", "2026-02-01T00:00:00.000Z", "v", "2"});
+    ts_flush flush = {"proc/7", 0, 2, effs};
+    counts c = {0};
+    cr_assert_eq(sink.ops->write(sink.impl, &flush, on_done, &c), TS_OK);
+    run_until(&c.done, 1, 15);
+    cr_assert_eq(c.done, 1);
+    cr_assert_eq(c.last, TS_OK);
+    query(conninfo, "SELECT tableoid::regclass, id FROM events ORDER BY id",
+          "events_202601|a\nevents_202602|b");
+    /* Existing partitions are reused; the function is idempotent. */
+    query(conninfo, "SELECT ts_partition_ensure('events', '2026-02-14T12:00:00Z')",
+          "public.events_202602");
+    query(conninfo, "SELECT ts_partition_ensure('checked', '2026-02-14T23:30:00-02:00')",
+          "public.checked_20260215");
+
+    /* An unregistered table gets no partition: the flush keeps failing. */
+    ts_effects *effs2 = ts_effects_create();
+    row(effs2, TS_EFF_ROW_UPSERT, "plain", 2, 2,
+        (const char *[]){"id", "x", "at", "2026-03-01T00:00:00.000Z"});
+    ts_flush flush2 = {"proc/8", 0, 1, effs2};
+    counts c2 = {0};
+    cr_assert_eq(sink.ops->write(sink.impl, &flush2, on_done, &c2), TS_OK);
+    run_for(400);
+    cr_assert_eq(c2.done, 0, "no partition for an unregistered table");
+    query(conninfo, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'plain'::regclass", "0");
+    query(conninfo, "INSERT INTO ts_partitioning VALUES ('plain', 'year')", "");
+    run_until(&c2.done, 1, 15);
+    cr_assert_eq(c2.last, TS_OK, "registered later: the retry creates it");
+    query(conninfo, "SELECT tableoid::regclass FROM plain", "plain_2026");
+
+    /* A real CHECK violation (same SQLSTATE) is retried like any error. */
+    ts_effects *effs3 = ts_effects_create();
+    row(effs3, TS_EFF_ROW_UPSERT, "checked", 2, 3,
+        (const char *[]){"id", "y", "at", "2026-03-01T10:00:00.000Z", "v", "-1"});
+    ts_flush flush3 = {"proc/9", 0, 1, effs3};
+    counts c3 = {0};
+    cr_assert_eq(sink.ops->write(sink.impl, &flush3, on_done, &c3), TS_OK);
+    run_for(400);
+    cr_assert_eq(c3.done, 0, "a check violation is never reported done");
+    query(conninfo, "SELECT count(*) FROM checked", "0");
+    close_all(&sink, &c3);
+    cr_assert_eq(c3.last, TS_E_STOPPED);
+    ts_effects_destroy(effs);
+    ts_effects_destroy(effs2);
+    ts_effects_destroy(effs3);
 }
 
 Test(pg_sink, close_fails_pending_writes) {

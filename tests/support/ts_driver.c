@@ -545,16 +545,22 @@ ts_err ts_driver_send(ts_driver *d, const char *json_event) {
      * key must live until the event is processed. */
     const char *k = d->key_field ? ts_encoder_field_str(d->in_enc, d->key_field) : NULL;
     char *key = k ? strdup(k) : NULL;
+    err = ts_driver_send_bytes(d, key, bytes, len);
+    free(key);
+    free(bytes);
+    return err;
+}
 
+ts_err ts_driver_send_bytes(ts_driver *d, const char *key, const void *bytes, size_t len) {
+    d->reason[0] = '\0';
+    ts_driver_batch_open(d);
     d->offset++;
     avro_value_t *record = NULL;
     const char *type = NULL;
-    err = ts_decoder_decode(d->in_dec, bytes, len, &record, &type, d->reason, sizeof(d->reason));
-    free(bytes);
-    if (err != TS_OK) {
-        free(key);
+    ts_err err =
+        ts_decoder_decode(d->in_dec, bytes, len, &record, &type, d->reason, sizeof(d->reason));
+    if (err != TS_OK)
         return err;
-    }
 
     ts_event ev = {
         .type = type,
@@ -571,7 +577,6 @@ ts_err ts_driver_send(ts_driver *d, const char *json_event) {
     err = ts_ctx_event_end(d->ctx, err, &reason);
     if (err == TS_E_REJECT && reason)
         snprintf(d->reason, sizeof(d->reason), "%s", reason);
-    free(key);
 
     if (!d->in_batch) {
         ts_err applied = ts_driver_apply(d);

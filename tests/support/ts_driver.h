@@ -56,6 +56,11 @@ void ts_driver_set_time(ts_driver *d, int64_t timestamp_ms);
 ts_err ts_driver_send(ts_driver *d, const char *json_event);
 /** @returns the reason of the last rejected (or unencodable) event, "" if none;
  * borrowed until the next send. */
+/** Like ts_driver_send, with the message value as framed Avro bytes (as the
+ * runtime receives it) and the message key (may be NULL). Undecodable bytes
+ * give TS_E_DECODE with the reason in ts_driver_last_reason. */
+ts_err ts_driver_send_bytes(ts_driver *d, const char *key, const void *bytes, size_t len);
+
 const char *ts_driver_last_reason(ts_driver *d);
 /** @returns the offset the last sent event had (-1 before the first). */
 int64_t ts_driver_last_offset(const ts_driver *d);

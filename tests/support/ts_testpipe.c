@@ -310,3 +310,65 @@ char *ts_testpipe_header(const rd_kafka_message_t *msg, const char *name) {
         return NULL;
     return strndup(value, size);
 }
+
+int ts_testpipe_produce_json_batch(ts_testpipe *tp, const char *const *topics,
+                                   const char *const *jsons, size_t n) {
+    char err[512];
+    ts_schemas *schemas = NULL;
+    if (ts_schemas_load(tp->topo->schemas_dir, &schemas, err, sizeof(err)) != TS_OK) {
+        fprintf(stderr, "testpipe: %s\n", err);
+        return -1;
+    }
+    enum { MAX_TOPICS = 16 };
+    const ts_topic_conf *tcs[MAX_TOPICS];
+    ts_encoder *encs[MAX_TOPICS];
+    size_t n_enc = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t e = 0;
+        while (e < n_enc && strcmp(tcs[e]->name, topics[i]) != 0)
+            e++;
+        if (e == n_enc) {
+            const ts_topic_conf *tc = ts_topology_topic(tp->topo, topics[i]);
+            if (!tc || !tc->schema || n_enc == MAX_TOPICS) {
+                fprintf(stderr, "testpipe: no schema for topic %s\n", topics[i]);
+                rc = -1;
+                break;
+            }
+            tcs[n_enc] = tc;
+            encs[n_enc++] = ts_encoder_create(schemas, tc->schema);
+        }
+        json_t *event = json_loads(jsons[i], 0, NULL);
+        char *bytes = NULL;
+        size_t len = 0;
+        if (!encs[e] || !event ||
+            ts_encoder_from_json(encs[e], event, &bytes, &len, err, sizeof(err)) != TS_OK) {
+            fprintf(stderr, "testpipe: cannot encode %s: %s\n", jsons[i], err);
+            rc = -1;
+        } else {
+            const char *key = tcs[e]->key_field ? ts_encoder_field_str(encs[e], tcs[e]->key_field)
+                                                : NULL;
+            rd_kafka_resp_err_t kerr;
+            /* A full local queue is waited out, not treated as a failure. */
+            while ((kerr = rd_kafka_producev(
+                        tp->producer, RD_KAFKA_V_TOPIC(topics[i]),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE(bytes, len),
+                        RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                rd_kafka_poll(tp->producer, 10);
+            if (kerr) {
+                fprintf(stderr, "testpipe: produce: %s\n", rd_kafka_err2str(kerr));
+                free(bytes);
+                rc = -1;
+            }
+            rd_kafka_poll(tp->producer, 0);
+        }
+        json_decref(event);
+    }
+    if (rd_kafka_flush(tp->producer, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        rc = -1;
+    for (size_t e = 0; e < n_enc; e++)
+        ts_encoder_destroy(encs[e]);
+    ts_schemas_destroy(schemas);
+    return rc;
+}

@@ -100,7 +100,7 @@ Test(avro, loads_real_schemas) {
     cr_assert_str_eq(avro_schema_name(s), "PageUpserted");
     cr_assert_null(ts_schemas_by_id(schemas, 99));
     cr_assert_null(ts_schemas_latest(schemas, "nope", NULL));
-    cr_assert_eq(ts_schemas_count(schemas), 6);
+    cr_assert_geq(ts_schemas_count(schemas), 6); /* storybook's; other families add theirs */
     cr_assert_null(ts_decoder_create(schemas, "nope"));
     cr_assert_null(ts_encoder_create(schemas, "nope"));
 }

@@ -87,28 +87,35 @@ Test(topology, real_file_loads) {
     cr_expect_eq(topo->batch_max_ms, 20);
     cr_expect_eq(topo->http_port, 0);
 
-    cr_assert_eq(topo->n_topics, 2, "the input and its automatic DLQ");
+    /* Every processor's input has its DLQ, declared or added. */
+    for (size_t i = 0; i < topo->n_processors; i++) {
+        char name[512];
+        snprintf(name, sizeof(name), "%s.dlq", topo->processors[i].input);
+        cr_expect_not_null(ts_topology_topic(topo, name), "%s", name);
+    }
     const ts_topic_conf *in = ts_topology_topic(topo, "storybook.events");
     cr_assert_not_null(in);
     cr_expect_eq(in->partitions, 4);
     cr_expect_str_eq(in->key_field, "user_id");
     cr_expect_str_eq(in->schema, "storybook.events");
-    cr_expect_eq(in->line, 18);
+    cr_expect_gt(in->line, 0);
     const ts_topic_conf *dlq = ts_topology_topic(topo, "storybook.events.dlq");
     cr_assert_not_null(dlq);
     cr_expect_eq(dlq->partitions, 4);
     cr_expect_null(dlq->schema);
     cr_expect_null(dlq->key_field);
 
-    cr_assert_eq(topo->n_processors, 1);
-    const ts_processor_conf *pc = &topo->processors[0];
-    cr_expect_str_eq(pc->name, "storybook");
+    const ts_processor_conf *pc = NULL;
+    for (size_t i = 0; i < topo->n_processors && !pc; i++)
+        if (strcmp(topo->processors[i].name, "storybook") == 0)
+            pc = &topo->processors[i];
+    cr_assert_not_null(pc, "the storybook processor");
     cr_expect_str_eq(pc->input, "storybook.events");
     cr_expect_eq(pc->n_outputs, 0);
     cr_expect_str_eq(pc->migrations, joined(src, "processors/storybook/sql"));
     cr_expect_str_eq(pc->samples, joined(src, "processors/storybook/samples.jsonl"));
     cr_expect(json_is_object(pc->params) && json_object_size(pc->params) == 0);
-    cr_expect_eq(pc->line, 20);
+    cr_expect_gt(pc->line, in->line);
     ts_topology_destroy(topo);
 }
 
