@@ -28,7 +28,8 @@ typedef enum ts_effect_kind {
     TS_EFF_ZREM_BELOW,   /* a: key, num: remove members with score < num */
     TS_EFF_ROW_UPSERT,   /* a: table, b: packed columns (ts_rowcols) */
     TS_EFF_ROW_DELETE,   /* a: table, b: packed key columns */
-    TS_EFF_EMIT,         /* a: topic, b: key, c: value bytes, d: packed headers */
+    TS_EFF_EMIT,         /* a: topic, b: key, c: value bytes (absent: a tombstone),
+                            d: packed headers, num: partition + 1 (0: by key) */
 } ts_effect_kind;
 
 /** A byte string; `data` NULL means absent (distinct from empty). */

@@ -123,8 +123,12 @@ static rd_kafka_resp_err_t ts_kafka_sink_produce(ts_kafka_sink *ks, ts_kmsg *m) 
     }
     /* F_COPY keeps librdkafka's messages independent of how long the flush's
      * bytes live; the copy is small next to the round trip. */
+    /* num > 0 names the partition (+1): changelog records go to the
+     * partition of the input they belong to; otherwise the key decides. */
+    int32_t partition = eff->num > 0 ? (int32_t)eff->num - 1 : RD_KAFKA_PARTITION_UA;
     rd_kafka_resp_err_t kerr = rd_kafka_producev(
-        ks->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(eff->b.data, eff->b.len),
+        ks->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_KEY(eff->b.data, eff->b.len),
         RD_KAFKA_V_VALUE(eff->c.data, eff->c.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     /* The headers are the message's only when producev succeeds. */
@@ -463,6 +467,9 @@ static ts_err ts_kafka_sink_conf(ts_kafka_sink *ks, const char *brokers,
         {"compression.type", "lz4"},
         {"partitioner", "murmur2_random"},
         {"statistics.interval.ms", "5000"},
+        /* No delivery timeout: librdkafka keeps retrying in order, so a
+         * batch's changelog records always precede its marker. */
+        {"message.timeout.ms", "0"},
     };
     ts_err rc = TS_OK;
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]) && !rc; i++)

@@ -27,6 +27,7 @@
 #include "ts_migrate.h"
 #include "ts_pg_sink.h"
 #include "ts_redis_sink.h"
+#include "ts_restore.h"
 #include "ts_servers.h"
 #include "ts_source.h"
 #include "ts_state.h"
@@ -38,7 +39,20 @@ typedef struct ts_runtime_proc {
     const ts_processor_conf *conf;
     ts_task_spec spec;
     char *dlq_topic;
+    char *changelog_topic; /* <group>-<processor>-changelog */
+    int partitions;        /* of the input (and the changelog) */
 } ts_runtime_proc;
+
+/* A partition whose state is being restored before its task starts. */
+typedef struct ts_runtime_restore {
+    ts_runtime *rt;
+    ts_runtime_proc *proc;
+    int32_t partition;
+    char task_id[160];
+    ts_restore *restore;
+    int revoked;
+    struct ts_runtime_restore *next;
+} ts_runtime_restore;
 
 /* The views a processor declares at start (ts_processor_def.setup), on their
  * way to the view sink. */
@@ -79,6 +93,7 @@ struct ts_runtime {
 
     ts_task **tasks;
     size_t n_tasks, cap_tasks;
+    ts_runtime_restore *restores;
 
     uv_idle_t work;
     uv_timer_t tick;
@@ -188,35 +203,25 @@ static void ts_runtime_task_failed(void *arg, ts_task *task, ts_err err) {
 
 /* ---- source handler --------------------------------------------------------------- */
 
-static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partition) {
-    ts_runtime *rt = arg;
-    ts_runtime_proc *proc = ts_runtime_proc_for(rt, topic);
-    if (!proc || rt->stopping)
-        return -1000;
-    ts_task *task = ts_runtime_task_find(rt, topic, partition);
-    if (task) {
-        /* Revoked while a flush was in flight and given back before it
-         * finished: its state is current, so it simply goes on. */
-        ts_task_reassign(task);
-        ts_log_info(ts_task_id(task), "re-assigned while flushing");
-        return ts_task_position(task) < 0 ? RD_KAFKA_OFFSET_BEGINNING : ts_task_position(task);
-    }
+/* Creates and starts the task of (proc, partition); returns where to start. */
+static int64_t ts_runtime_task_start(ts_runtime *rt, ts_runtime_proc *proc, int32_t partition) {
     char err[512];
     if (rt->n_tasks == rt->cap_tasks) {
         size_t cap = rt->cap_tasks ? rt->cap_tasks * 2 : 16;
         ts_task **grown = realloc(rt->tasks, cap * sizeof(*grown));
         if (!grown)
-            return -1000;
+            return TS_SOURCE_REFUSE;
         rt->tasks = grown;
         rt->cap_tasks = cap;
     }
+    ts_task *task = NULL;
     ts_err rc = ts_task_create(&rt->host, &proc->spec, partition, &task, err, sizeof(err));
     if (rc != TS_OK) {
         ts_log_error("runtime", "%s", err);
         if (rt->exit_err == TS_OK)
             rt->exit_err = rc;
         ts_runtime_stop(rt);
-        return -1000;
+        return TS_SOURCE_REFUSE;
     }
     rt->tasks[rt->n_tasks++] = task;
     ts_task_start(task);
@@ -226,8 +231,91 @@ static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partiti
     return pos < 0 ? RD_KAFKA_OFFSET_BEGINNING : pos;
 }
 
+static void ts_runtime_restored(void *arg, ts_err status, const ts_restore_stats *stats) {
+    ts_runtime_restore *rr = arg, **pp;
+    ts_runtime *rt = rr->rt;
+    for (pp = &rt->restores; *pp != rr; pp = &(*pp)->next)
+        ;
+    *pp = rr->next;
+    if (status == TS_OK && !rr->revoked && !rt->stopping) {
+        ts_log_info(rr->task_id,
+                    "restored %" PRIu64 " changelog records (%" PRIu64 " batches) in %.2f s "
+                    "(%.0f records/s), position %" PRId64,
+                    stats->records, stats->batches, stats->seconds,
+                    stats->seconds > 0 ? (double)stats->records / stats->seconds : 0.0,
+                    stats->position);
+        int64_t start = ts_runtime_task_start(rt, rr->proc, rr->partition);
+        if (start != TS_SOURCE_REFUSE && rt->source)
+            ts_source_assign(rt->source, rr->proc->spec.topic, rr->partition, start);
+    } else if (status != TS_OK && status != TS_E_STOPPED) {
+        ts_log_error(rr->task_id, "restore failed: %s", ts_err_str(status));
+        if (rt->exit_err == TS_OK)
+            rt->exit_err = status;
+        ts_runtime_stop(rt);
+    }
+    free(rr);
+}
+
+/* Local state is current when it is at least as new as what the group
+ * committed; otherwise another instance owned the partition meanwhile (or the
+ * local state is gone) and the changelog has the newer state. */
+static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partition,
+                                   int64_t committed) {
+    ts_runtime *rt = arg;
+    ts_runtime_proc *proc = ts_runtime_proc_for(rt, topic);
+    if (!proc || rt->stopping)
+        return TS_SOURCE_REFUSE;
+    ts_task *task = ts_runtime_task_find(rt, topic, partition);
+    if (task) {
+        /* Revoked while a flush was in flight and given back before it
+         * finished: its state is current, so it simply goes on. */
+        ts_task_reassign(task);
+        ts_log_info(ts_task_id(task), "re-assigned while flushing");
+        return ts_task_position(task) < 0 ? RD_KAFKA_OFFSET_BEGINNING : ts_task_position(task);
+    }
+    char task_id[160];
+    snprintf(task_id, sizeof(task_id), "%s/%" PRId32, proc->spec.name, partition);
+    int64_t local = ts_task_stored_position(rt->state, task_id);
+    if (committed < 0 || local >= committed || !proc->changelog_topic)
+        return ts_runtime_task_start(rt, proc, partition);
+
+    ts_runtime_restore *rr = calloc(1, sizeof(*rr));
+    if (!rr)
+        return TS_SOURCE_REFUSE;
+    rr->rt = rt;
+    rr->proc = proc;
+    rr->partition = partition;
+    snprintf(rr->task_id, sizeof(rr->task_id), "%s", task_id);
+    ts_restore_spec spec = {
+        .brokers = rt->brokers,
+        .kafka_config = rt->topo->kafka_config,
+        .changelog_topic = proc->changelog_topic,
+        .partition = partition,
+        .task_id = task_id,
+        .state = rt->state,
+    };
+    ts_log_info(task_id, "local position %" PRId64 " is behind the committed %" PRId64
+                         ": restoring from %s",
+                local, committed, proc->changelog_topic);
+    if (ts_restore_start(&rt->loop, &spec, ts_runtime_restored, rr, &rr->restore) != TS_OK) {
+        free(rr);
+        return TS_SOURCE_REFUSE;
+    }
+    rr->next = rt->restores;
+    rt->restores = rr;
+    return TS_SOURCE_LATER;
+}
+
 static void ts_runtime_revoked(void *arg, const char *topic, int32_t partition) {
     ts_runtime *rt = arg;
+    for (ts_runtime_restore *rr = rt->restores; rr; rr = rr->next) {
+        if (rr->partition == partition && strcmp(rr->proc->spec.topic, topic) == 0 &&
+            !rr->revoked) {
+            rr->revoked = 1;
+            ts_restore_cancel(rr->restore);
+            return;
+        }
+    }
     for (size_t i = 0; i < rt->n_tasks; i++) {
         ts_task *task = rt->tasks[i];
         if (ts_task_partition(task) != partition || strcmp(ts_task_topic(task), topic) != 0)
@@ -342,6 +430,13 @@ static void ts_runtime_on_tick(uv_timer_t *timer) {
     }
     for (size_t i = 0; rt->setups && i < rt->n_procs; i++)
         busy += rt->setups[i].in_flight != 0;
+    for (ts_runtime_restore *rr = rt->restores; rr; rr = rr->next) {
+        if (rt->stopping && !rr->revoked) {
+            rr->revoked = 1;
+            ts_restore_cancel(rr->restore);
+        }
+        busy++;
+    }
     if (rt->stopping && !rt->closing && busy == 0)
         ts_runtime_close_all(rt);
 }
@@ -361,19 +456,42 @@ static void ts_runtime_on_signal(uv_signal_t *sig, int signum) {
 
 /* ---- create / run / destroy ------------------------------------------------------------ */
 
+/* The changelog topic of a processor: "<group>-<processor>-changelog". */
+static char *ts_runtime_changelog_name(const ts_topology *topo, const ts_processor_conf *pc) {
+    size_t len = strlen(topo->group) + strlen(pc->name) + 12;
+    char *name = malloc(len);
+    if (name)
+        snprintf(name, len, "%s-%s-changelog", topo->group, pc->name);
+    return name;
+}
+
+/* Starts the embedded cluster or checks the configured one, and makes sure
+ * every topic exists: the topology's, and each processor's changelog
+ * (compacted, partitioned like its input). */
 static ts_err ts_runtime_start_kafka(ts_runtime *rt, char *err, size_t errlen) {
     const ts_topology *topo = rt->topo;
-    const char **names = calloc(topo->n_topics, sizeof(*names));
-    int *parts = calloc(topo->n_topics, sizeof(*parts));
-    int *compacted = calloc(topo->n_topics, sizeof(*compacted));
-    ts_err rc = names && parts && compacted ? TS_OK : TS_E_NOMEM;
-    for (size_t i = 0; rc == TS_OK && i < topo->n_topics; i++) {
-        names[i] = topo->topics[i].name;
-        parts[i] = topo->topics[i].partitions;
+    size_t n = topo->n_topics + topo->n_processors;
+    const char **names = calloc(n, sizeof(*names));
+    char **owned = calloc(topo->n_processors + 1, sizeof(*owned));
+    int *parts = calloc(n, sizeof(*parts));
+    int *compacted = calloc(n, sizeof(*compacted));
+    ts_err rc = names && owned && parts && compacted ? TS_OK : TS_E_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; rc == TS_OK && i < topo->n_topics; i++, k++) {
+        names[k] = topo->topics[i].name;
+        parts[k] = topo->topics[i].partitions;
+    }
+    for (size_t i = 0; rc == TS_OK && i < topo->n_processors; i++, k++) {
+        const ts_topic_conf *in = ts_topology_topic(topo, topo->processors[i].input);
+        names[k] = owned[i] = ts_runtime_changelog_name(topo, &topo->processors[i]);
+        parts[k] = in ? in->partitions : 1;
+        compacted[k] = 1;
+        if (!names[k])
+            rc = TS_E_NOMEM;
     }
     if (rc == TS_OK && ts_runtime_empty(topo->kafka_brokers)) {
         rc = ts_cluster_create(1, &rt->cluster, err, errlen);
-        for (size_t i = 0; rc == TS_OK && i < topo->n_topics; i++)
+        for (size_t i = 0; rc == TS_OK && i < n; i++)
             rc = ts_cluster_topic_create(rt->cluster, names[i], parts[i]);
         if (rc == TS_OK) {
             rt->brokers = strdup(ts_cluster_bootstraps(rt->cluster));
@@ -384,9 +502,12 @@ static ts_err ts_runtime_start_kafka(ts_runtime *rt, char *err, size_t errlen) {
         }
     } else if (rc == TS_OK) {
         rt->brokers = strdup(topo->kafka_brokers);
-        rc = ts_cluster_topics_ensure(rt->brokers, topo->kafka_config, names, parts, compacted,
-                                      topo->n_topics, 30000, err, errlen);
+        rc = ts_cluster_topics_ensure(rt->brokers, topo->kafka_config, names, parts, compacted, n,
+                                      30000, err, errlen);
     }
+    for (size_t i = 0; owned && i < topo->n_processors; i++)
+        free(owned[i]);
+    free(owned);
     free(names);
     free(parts);
     free(compacted);
@@ -486,6 +607,10 @@ static ts_err ts_runtime_build_procs(ts_runtime *rt, const ts_processor_def *con
         if (!proc->dlq_topic)
             return TS_E_NOMEM;
         snprintf(proc->dlq_topic, dlq_len, "%s.dlq", pc->input);
+        proc->changelog_topic = ts_runtime_changelog_name(topo, pc);
+        if (!proc->changelog_topic)
+            return TS_E_NOMEM;
+        proc->spec.changelog_topic = proc->changelog_topic;
         proc->spec.name = pc->name;
         proc->spec.params = pc->params;
         proc->spec.topic = pc->input;
@@ -730,6 +855,7 @@ void ts_runtime_destroy(ts_runtime *rt) {
     for (size_t i = 0; i < rt->n_procs; i++) {
         ts_decoder_destroy(rt->procs[i].spec.decoder);
         free(rt->procs[i].dlq_topic);
+        free(rt->procs[i].changelog_topic);
     }
     for (size_t i = 0; rt->setups && i < rt->n_procs; i++)
         ts_effects_destroy(rt->setups[i].effs);

@@ -32,48 +32,75 @@ struct ts_source {
     uv_idle_t idle;
     int handles_open;
     int closing;
+    rd_kafka_topic_partition_list_t *eager; /* the assignment, eager protocol only */
     rd_kafka_message_t *msgs[TS_SOURCE_ROUND];
 };
+
+/* Adds (add != 0) or removes partitions. The cooperative protocol changes the
+ * assignment incrementally; with the eager one the whole assignment is set,
+ * so the source keeps it. */
+static void ts_source_apply(ts_source *src, rd_kafka_t *rk,
+                            const rd_kafka_topic_partition_list_t *parts, int cooperative,
+                            int add) {
+    if (cooperative) {
+        rd_kafka_error_t *e = add ? rd_kafka_incremental_assign(rk, parts)
+                                  : rd_kafka_incremental_unassign(rk, parts);
+        if (e) {
+            ts_log_error("source", "incremental %s: %s", add ? "assign" : "unassign",
+                         rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        return;
+    }
+    if (!add) {
+        rd_kafka_topic_partition_list_destroy(src->eager);
+        src->eager = rd_kafka_topic_partition_list_new(0);
+        rd_kafka_assign(rk, NULL);
+        return;
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        rd_kafka_topic_partition_list_add(src->eager, parts->elems[i].topic,
+                                          parts->elems[i].partition)
+            ->offset = parts->elems[i].offset;
+    rd_kafka_assign(rk, src->eager);
+}
 
 static void ts_source_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                 rd_kafka_topic_partition_list_t *parts, void *opaque) {
     ts_source *src = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* The committed offsets tell the handler whether its local state is
+         * current; one round trip for the whole assignment. */
+        rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+        rd_kafka_resp_err_t cerr = rd_kafka_committed(rk, committed, 10000);
+        if (cerr)
+            ts_log_warn("source", "committed offsets unknown: %s", rd_kafka_err2str(cerr));
         rd_kafka_topic_partition_list_t *take = rd_kafka_topic_partition_list_new(parts->cnt);
+        int later = 0;
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *p = &parts->elems[i];
-            int64_t start = src->handler.assigned(src->handler.arg, p->topic, p->partition);
-            if (start == -1000)
+            int64_t done = cerr || committed->elems[i].err || committed->elems[i].offset < 0
+                               ? -1
+                               : committed->elems[i].offset;
+            int64_t start = src->handler.assigned(src->handler.arg, p->topic, p->partition, done);
+            if (start == TS_SOURCE_LATER)
+                later++;
+            if (start == TS_SOURCE_REFUSE || start == TS_SOURCE_LATER)
                 continue;
             rd_kafka_topic_partition_list_add(take, p->topic, p->partition)->offset = start;
         }
-        ts_log_info("source", "assigned %d partitions (%s)", take->cnt,
-                    cooperative ? "cooperative" : "eager");
-        if (cooperative) {
-            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, take);
-            if (e) {
-                ts_log_error("source", "incremental assign: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-            }
-        } else {
-            rd_kafka_assign(rk, take);
-        }
+        rd_kafka_topic_partition_list_destroy(committed);
+        ts_log_info("source", "assigned %d partitions (%s), %d more after restoring state",
+                    take->cnt, cooperative ? "cooperative" : "eager", later);
+        ts_source_apply(src, rk, take, cooperative, 1);
         rd_kafka_topic_partition_list_destroy(take);
     } else {
         for (int i = 0; i < parts->cnt; i++)
             src->handler.revoked(src->handler.arg, parts->elems[i].topic,
                                  parts->elems[i].partition);
         ts_log_info("source", "revoked %d partitions (%s)", parts->cnt, rd_kafka_err2str(err));
-        if (cooperative) {
-            rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
-            if (e) {
-                ts_log_error("source", "incremental unassign: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-            }
-        } else {
-            rd_kafka_assign(rk, NULL);
-        }
+        ts_source_apply(src, rk, parts, cooperative, 0);
     }
 }
 
@@ -143,6 +170,8 @@ static void ts_source_on_readable(uv_poll_t *poll, int status, int events) {
 }
 
 static void ts_source_free(ts_source *src) {
+    if (src->eager)
+        rd_kafka_topic_partition_list_destroy(src->eager);
     if (src->pipefd[0] >= 0)
         close(src->pipefd[0]);
     if (src->pipefd[1] >= 0)
@@ -166,6 +195,7 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
     src->loop = loop;
     src->handler = *handler;
     src->pipefd[0] = src->pipefd[1] = -1;
+    src->eager = rd_kafka_topic_partition_list_new(0);
 
     rd_kafka_conf_t *conf = ts_kconf_create(brokers, kafka_config, err, errlen);
     if (!conf) {
@@ -256,6 +286,14 @@ static void ts_source_partition_list(ts_source *src, const char *topic, int32_t 
     (void)src;
     *out = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(*out, topic, partition)->offset = offset;
+}
+
+void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int64_t offset) {
+    rd_kafka_topic_partition_list_t *parts;
+    ts_source_partition_list(src, topic, partition, offset, &parts);
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(src->rk), "COOPERATIVE") == 0;
+    ts_source_apply(src, src->rk, parts, cooperative, 1);
+    rd_kafka_topic_partition_list_destroy(parts);
 }
 
 void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int pause) {

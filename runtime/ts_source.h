@@ -21,10 +21,16 @@
 
 typedef struct ts_source ts_source;
 
+#define TS_SOURCE_REFUSE (-1000)
+#define TS_SOURCE_LATER (-1001)
+
 typedef struct ts_source_handler {
-    /** A partition was assigned. @returns the offset to start from (an offset,
-     * or RD_KAFKA_OFFSET_BEGINNING), or -1000 to refuse (it stays unassigned). */
-    int64_t (*assigned)(void *arg, const char *topic, int32_t partition);
+    /** A partition was assigned; `committed` is the group's committed offset
+     * (or -1 when there is none). @returns the offset to start from (an
+     * offset, or RD_KAFKA_OFFSET_BEGINNING), TS_SOURCE_LATER when the handler
+     * will call ts_source_assign itself (after restoring state), or
+     * TS_SOURCE_REFUSE (it stays unassigned). */
+    int64_t (*assigned)(void *arg, const char *topic, int32_t partition, int64_t committed);
     /** A partition was revoked or lost; its records stop arriving. */
     void (*revoked)(void *arg, const char *topic, int32_t partition);
     /** A record; the handler owns `msg` (rd_kafka_message_destroy). */
@@ -39,6 +45,10 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
                         const char *group, const char *const *topics, size_t n_topics,
                         const ts_source_handler *handler, ts_source **out, char *err,
                         size_t errlen);
+/** Starts fetching a partition whose assignment the handler deferred
+ * (TS_SOURCE_LATER), from `offset` (or RD_KAFKA_OFFSET_BEGINNING). */
+void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int64_t offset);
+
 /** Pauses (pause != 0) or resumes fetching one partition. */
 void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int pause);
 /** Commits `next_offset` for the partition (asynchronously). */

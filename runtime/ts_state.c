@@ -180,6 +180,42 @@ ts_err ts_state_batch_scan(ts_state *st, ts_state_batch *b, const char *prefix, 
     return TS_OK;
 }
 
+typedef struct ts_state_doomed {
+    ts_state *st;
+    ts_state_batch *batch;
+    size_t n;
+    ts_err rc;
+} ts_state_doomed;
+
+static int ts_state_doom(void *arg, const char *key, size_t klen, const char *val, size_t vlen) {
+    (void)val;
+    (void)vlen;
+    ts_state_doomed *d = arg;
+    ts_state_batch_delete(d->batch, key, klen);
+    if (++d->n % 10000 == 0) {
+        /* Bound the batch; deleting behind the iterator is safe in RocksDB
+         * (the iterator reads a snapshot). */
+        d->rc = ts_state_write(d->st, d->batch);
+        ts_state_batch_destroy(d->batch);
+        d->batch = ts_state_batch_create();
+        return d->rc != TS_OK || !d->batch;
+    }
+    return 0;
+}
+
+ts_err ts_state_delete_prefix(ts_state *st, const char *prefix, size_t plen) {
+    ts_state_doomed d = {st, ts_state_batch_create(), 0, TS_OK};
+    if (!d.batch)
+        return TS_E_NOMEM;
+    ts_err rc = ts_state_scan(st, prefix, plen, ts_state_doom, &d);
+    if (rc == TS_OK)
+        rc = d.rc;
+    if (rc == TS_OK && d.batch)
+        rc = ts_state_write(st, d.batch);
+    ts_state_batch_destroy(d.batch);
+    return rc;
+}
+
 uint64_t ts_state_disk_bytes(ts_state *st) {
     char *v = rocksdb_property_value(st->db, "rocksdb.total-sst-files-size");
     uint64_t n = v ? strtoull(v, NULL, 10) : 0;

@@ -60,6 +60,9 @@ ts_err ts_state_batch_scan(ts_state *st, ts_state_batch *b, const char *prefix, 
                                      size_t vlen),
                            void *arg);
 
+/** Deletes every key starting with `prefix`, in batches. */
+ts_err ts_state_delete_prefix(ts_state *st, const char *prefix, size_t plen);
+
 /** Approximate bytes on disk (SST + WAL), for reporting. */
 uint64_t ts_state_disk_bytes(ts_state *st);
 

@@ -53,10 +53,12 @@ struct ts_task {
     ts_flush flush; /* the flush in flight */
     size_t acks_wanted, acks_got;
     int flush_failed;
+    int changelog_failed; /* out of memory while building the changelog */
 
     int rebuild_wanted;       /* re-materialize the views at the next idle moment */
     int rebuilding;           /* a rebuild flush is in flight */
     ts_effects *rebuild_effs; /* the views read back from the mirror */
+    ts_effects *changelog;    /* the batch's changelog records, before they join effs */
     ts_flush rebuild_flush;
 };
 
@@ -100,6 +102,22 @@ static void ts_task_put_be64(char *p, int64_t v) {
 }
 
 /* ---- life ---------------------------------------------------------------------- */
+
+int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
+    char key[170];
+    size_t idlen = strlen(task_id);
+    if (idlen + 1 > sizeof(key))
+        return -1;
+    key[0] = 'P';
+    memcpy(key + 1, task_id, idlen);
+    char *val = NULL;
+    size_t vlen = 0;
+    int64_t pos = -1;
+    if (ts_state_get(state, key, idlen + 1, &val, &vlen) == TS_OK && vlen == 8)
+        pos = ts_task_be64(val);
+    free(val);
+    return pos;
+}
 
 static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     char *val = NULL;
@@ -151,11 +169,12 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->state_prefix_len = idlen + 2;
     task->state_prefix = malloc(task->state_prefix_len);
     task->effs = ts_effects_create();
+    task->changelog = ts_effects_create();
     ts_state_backend backend = {ts_task_backend_get, task};
     task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, spec->encoder_for,
                                            spec->encoder_arg)
                            : NULL;
-    if (!task->state_prefix || !task->ctx) {
+    if (!task->state_prefix || !task->ctx || !task->changelog) {
         ts_task_destroy(task);
         return TS_E_NOMEM;
     }
@@ -192,6 +211,7 @@ void ts_task_destroy(ts_task *task) {
     ts_ctx_destroy(task->ctx);
     ts_effects_destroy(task->effs);
     ts_effects_destroy(task->rebuild_effs);
+    ts_effects_destroy(task->changelog);
     free(task->state_prefix);
     free(task->keybuf);
     free(task);
@@ -356,6 +376,37 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
 
 /* ---- deciding and flushing ------------------------------------------------------------- */
 
+/* ---- local writes and the changelog ----------------------------------------
+ * Every write of state or of the view mirror goes to the batch's RocksDB write
+ * batch and, as a record of the changelog topic, to the task's partition of
+ * it: key = the local key without the task id (tag + rest), value = the value
+ * or none (a tombstone). A batch's records are followed by its marker (key
+ * "M"), so a restore can tell complete batches from a torn last one. */
+
+static void ts_task_local(ts_task *task, ts_state_batch *wb, const char *key, size_t klen,
+                          const char *val, size_t vlen) {
+    if (val)
+        ts_state_batch_put(wb, key, klen, val, vlen);
+    else
+        ts_state_batch_delete(wb, key, klen);
+    if (!task->spec->changelog_topic)
+        return;
+    size_t skip = strlen(task->id) + 1; /* the id and its NUL, after the tag */
+    char *ckey = malloc(klen - skip);
+    if (!ckey) {
+        task->changelog_failed = 1;
+        return;
+    }
+    ckey[0] = key[0];
+    memcpy(ckey + 1, key + 1 + skip, klen - 1 - skip);
+    ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), k = {ckey, klen - skip};
+    ts_bytes v = {(char *)val, vlen};
+    if (ts_effects_add(task->changelog, TS_EFF_EMIT, &topic, &k, &v, NULL,
+                       (double)task->partition + 1) != TS_OK)
+        task->changelog_failed = 1;
+    free(ckey);
+}
+
 static void ts_task_write_state(void *arg, const char *key, size_t klen, const char *val,
                                 size_t vlen) {
     void **pair = arg;
@@ -365,10 +416,7 @@ static void ts_task_write_state(void *arg, const char *key, size_t klen, const c
     const char *full = ts_task_state_key(task, key, klen, &len);
     if (!full)
         return;
-    if (val)
-        ts_state_batch_put(wb, full, len, val, vlen);
-    else
-        ts_state_batch_delete(wb, full, len);
+    ts_task_local(task, wb, full, len, val, vlen);
 }
 
 static void ts_task_fail(ts_task *task, ts_err err) {
@@ -463,7 +511,7 @@ static ts_err ts_task_mirror_drop(ts_task *task, ts_state_batch *wb, const ts_by
     ts_task_doomed d = {.below = below, .min = min};
     ts_err rc = ts_state_batch_scan(task->host->state, wb, copy, plen, ts_task_collect, &d);
     for (size_t i = 0; i < d.n; i++) {
-        ts_state_batch_delete(wb, d.keys[i], d.lens[i]);
+        ts_task_local(task, wb, d.keys[i], d.lens[i], NULL, 0);
         free(d.keys[i]);
     }
     free(d.keys);
@@ -484,23 +532,23 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb) {
         case TS_EFF_VIEW_SET:
             if (!(key = ts_task_mirror_key(task, 'V', &e->a, NULL, &len)))
                 return TS_E_NOMEM;
-            ts_state_batch_put(wb, key, len, e->b.data, e->b.len);
+            ts_task_local(task, wb, key, len, e->b.data, e->b.len);
             break;
         case TS_EFF_VIEW_DEL:
             if (!(key = ts_task_mirror_key(task, 'V', &e->a, NULL, &len)))
                 return TS_E_NOMEM;
-            ts_state_batch_delete(wb, key, len);
+            ts_task_local(task, wb, key, len, NULL, 0);
             rc = ts_task_mirror_drop(task, wb, &e->a, 0, 0);
             break;
         case TS_EFF_ZADD:
             if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
                 return TS_E_NOMEM;
-            ts_state_batch_put(wb, key, len, (const char *)&e->num, sizeof(e->num));
+            ts_task_local(task, wb, key, len, (const char *)&e->num, sizeof(e->num));
             break;
         case TS_EFF_ZREM:
             if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
                 return TS_E_NOMEM;
-            ts_state_batch_delete(wb, key, len);
+            ts_task_local(task, wb, key, len, NULL, 0);
             break;
         case TS_EFF_ZREM_BELOW:
             rc = ts_task_mirror_drop(task, wb, &e->a, 1, e->num);
@@ -514,11 +562,58 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb) {
     return TS_OK;
 }
 
+/* [first][next][blob]: the pending form, also the changelog marker's value. */
+static char *ts_task_pending_blob(int64_t first, int64_t next, const ts_effects *effs,
+                                  size_t *len) {
+    char *blob = NULL;
+    size_t blen = 0;
+    if (ts_effects_encode(effs, &blob, &blen) != TS_OK)
+        return NULL;
+    char *pending = malloc(blen + 16);
+    if (pending) {
+        ts_task_put_be64(pending, first);
+        ts_task_put_be64(pending + 8, next);
+        memcpy(pending + 16, blob, blen);
+        *len = blen + 16;
+    }
+    free(blob);
+    return pending;
+}
+
+/* Appends the batch's changelog records and its marker to the effects. The
+ * marker carries the batch's own effects (views, rows, output events), so
+ * that an instance restoring this partition can re-send them. */
+static ts_err ts_task_add_changelog(ts_task *task, int64_t first, int64_t next) {
+    if (!task->spec->changelog_topic)
+        return TS_OK;
+    if (task->changelog_failed)
+        return TS_E_NOMEM;
+    size_t mlen = 0;
+    char *marker = ts_task_pending_blob(first, next, task->effs, &mlen);
+    if (!marker)
+        return TS_E_NOMEM;
+    ts_err rc = TS_OK;
+    size_t n = ts_effects_count(task->changelog);
+    for (size_t i = 0; i < n && rc == TS_OK; i++) {
+        const ts_effect *e = ts_effects_at(task->changelog, i);
+        rc = ts_effects_add(task->effs, e->kind, &e->a, &e->b, &e->c, NULL, e->num);
+    }
+    ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), key = {"M", 1};
+    ts_bytes value = {marker, mlen};
+    if (rc == TS_OK)
+        rc = ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &key, &value, NULL,
+                            (double)task->partition + 1);
+    free(marker);
+    return rc;
+}
+
 /* Step 1: makes the batch durable and decided. */
 static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     ts_state_batch *wb = ts_state_batch_create();
     if (!wb)
         return TS_E_NOMEM;
+    ts_effects_clear(task->changelog);
+    task->changelog_failed = 0;
     void *pair[2] = {task, wb};
     ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
     char pos[8];
@@ -526,26 +621,22 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     ts_state_batch_put(wb, task->pos_key, task->pos_key_len, pos, 8);
 
     ts_err rc = ts_task_mirror(task, wb);
+    if (rc == TS_OK)
+        rc = ts_task_add_changelog(task, first, next);
     if (rc == TS_OK && ts_effects_live(task->effs, 0) > 0) {
-        char *blob = NULL;
-        size_t blen = 0;
-        rc = ts_effects_encode(task->effs, &blob, &blen);
-        char *pending = rc == TS_OK ? malloc(blen + 16) : NULL;
-        if (pending) {
-            ts_task_put_be64(pending, first);
-            ts_task_put_be64(pending + 8, next);
-            memcpy(pending + 16, blob, blen);
-            ts_state_batch_put(wb, task->pending_key, task->pending_key_len, pending, blen + 16);
-        } else if (rc == TS_OK) {
+        size_t plen = 0;
+        char *pending = ts_task_pending_blob(first, next, task->effs, &plen);
+        if (pending)
+            ts_state_batch_put(wb, task->pending_key, task->pending_key_len, pending, plen);
+        else
             rc = TS_E_NOMEM;
-        }
         free(pending);
-        free(blob);
     }
     if (rc == TS_OK)
         rc = ts_state_write(task->host->state, wb);
     ts_state_batch_destroy(wb);
     ts_ctx_writes_clear(task->ctx);
+    ts_effects_clear(task->changelog);
     return rc;
 }
 

@@ -54,6 +54,7 @@ typedef struct ts_task_spec {
     const json_t *params;
     const char *topic; /* input topic */
     const char *dlq_topic;
+    const char *changelog_topic;        /* NULL: no changelog */
     ts_decoder *decoder;                /* shared by the processor's tasks */
     ts_ctx_encoder_fn encoder_for;      /* output topic -> encoder */
     void *encoder_arg;
@@ -62,6 +63,10 @@ typedef struct ts_task_spec {
 /** Creates a task for `partition`; reads its stored position and pending effects. */
 ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_t partition,
                       ts_task **out, char *err, size_t errlen);
+/** Reads the stored input position of task `task_id` from `state`
+ * (-1 when the task has no local state). */
+int64_t ts_task_stored_position(ts_state *state, const char *task_id);
+
 /** Frees the task and every buffered record; accepts NULL. Only when idle. */
 void ts_task_destroy(ts_task *task);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,7 +73,9 @@ int ts_testpipe_runtime_stop(ts_testpipe *tp, int sig) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-int ts_testpipe_start(ts_testpipe *tp) {
+int ts_testpipe_start(ts_testpipe *tp) { return ts_testpipe_start_opts(tp, NULL); }
+
+int ts_testpipe_start_opts(ts_testpipe *tp, const ts_testpipe_opts *opts) {
     memset(tp, 0, sizeof(*tp));
     snprintf(tp->dir, sizeof(tp->dir), "/tmp/ts-pipe-XXXXXX");
     if (!mkdtemp(tp->dir))
@@ -90,9 +93,29 @@ int ts_testpipe_start(ts_testpipe *tp) {
     for (size_t i = 0; i < tp->topo->n_topics; i++)
         ts_cluster_topic_create(tp->cluster, tp->topo->topics[i].name,
                                 tp->topo->topics[i].partitions);
+    /* The mock cluster cannot create topics on request: make the runtime's
+     * changelogs ("<group>-<processor>-changelog") here. */
+    char group[64];
+    ts_testpipe_group(tp, group, sizeof(group));
+    for (size_t i = 0; i < tp->topo->n_processors; i++) {
+        const ts_processor_conf *pc = &tp->topo->processors[i];
+        const ts_topic_conf *in = ts_topology_topic(tp->topo, pc->input);
+        char name[512];
+        snprintf(name, sizeof(name), "%s-%s-changelog", group, pc->name);
+        ts_cluster_topic_create(tp->cluster, name, in ? in->partitions : 1);
+    }
     if (ts_testenv_redis_start(&tp->redis) != 0)
         return -1;
-    if (ts_testenv_pg_create_db(tp->pg, sizeof(tp->pg)) != 0) {
+    if (opts && opts->private_pg) {
+        snprintf(tp->pgdir, sizeof(tp->pgdir), "%s/pgsrv", tp->dir);
+        /* As root, postgres runs as user postgres and must reach its folder. */
+        chmod(tp->dir, 0711);
+        if (ts_servers_start_postgres(&tp->pgsrv, tp->pgdir, err, sizeof(err)) != TS_OK) {
+            fprintf(stderr, "testpipe: postgres: %s\n", err);
+            return -1;
+        }
+        snprintf(tp->pg, sizeof(tp->pg), "%s", ts_servers_pg_conninfo(tp->pgsrv));
+    } else if (ts_testenv_pg_create_db(tp->pg, sizeof(tp->pg)) != 0) {
         fprintf(stderr, "testpipe: %s\n", tp->pg);
         return -1;
     }
@@ -148,6 +171,8 @@ void ts_testpipe_stop(ts_testpipe *tp) {
         tp->producer = NULL;
     }
     ts_testenv_redis_stop(&tp->redis);
+    ts_servers_destroy(tp->pgsrv);
+    tp->pgsrv = NULL;
     ts_cluster_destroy(tp->cluster);
     tp->cluster = NULL;
     ts_topology_destroy(tp->topo);
@@ -371,4 +396,63 @@ int ts_testpipe_produce_json_batch(ts_testpipe *tp, const char *const *topics,
         ts_encoder_destroy(encs[e]);
     ts_schemas_destroy(schemas);
     return rc;
+}
+
+void ts_testpipe_pg_stop(ts_testpipe *tp) {
+    if (tp->pgsrv)
+        ts_servers_stop_postgres(tp->pgsrv);
+}
+
+int ts_testpipe_pg_start(ts_testpipe *tp) {
+    char err[512];
+    if (!tp->pgsrv) {
+        fprintf(stderr, "testpipe: no private postgres\n");
+        return -1;
+    }
+    if (ts_servers_start_postgres(&tp->pgsrv, tp->pgdir, err, sizeof(err)) != TS_OK) {
+        fprintf(stderr, "testpipe: postgres: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int ts_testpipe_progress(ts_testpipe *tp, const char *topic, int64_t *committed, int64_t *end) {
+    *committed = 0;
+    *end = 0;
+    const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
+    rd_kafka_t *rk = ts_testpipe_reader(tp);
+    if (!tc || !rk)
+        return -1;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(tc->partitions);
+    for (int p = 0; p < tc->partitions; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p);
+    int rc = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+    for (int p = 0; rc == 0 && p < tc->partitions; p++) {
+        int64_t low = 0, high = 0;
+        if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, 5000))
+            rc = -1;
+        *end += high;
+        if (parts->elems[p].offset > 0)
+            *committed += parts->elems[p].offset;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return rc;
+}
+
+long ts_testpipe_runtime_rss_kib(const ts_testpipe *tp) {
+    if (tp->pid <= 0)
+        return -1;
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)tp->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kib = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kib = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kib;
 }

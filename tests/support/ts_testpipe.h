@@ -11,6 +11,7 @@
 #define TS_TESTPIPE_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "ts_cluster.h"
@@ -27,10 +28,34 @@ typedef struct ts_testpipe {
     char log[192];   /* the runtime's stderr */
     rd_kafka_t *producer;
     rd_kafka_t *reader; /* assign-only consumer for checks */
+    ts_servers *pgsrv;  /* a private PostgreSQL cluster (opts.private_pg), or NULL */
+    char pgdir[160];    /* its folder, under dir */
 } ts_testpipe;
+
+/** How ts_testpipe_start_opts differs from ts_testpipe_start. Zero = the same. */
+typedef struct ts_testpipe_opts {
+    /* Run a PostgreSQL cluster of this test alone (ts_servers_start_postgres
+     * in a folder under dir) instead of a database in the shared fixture
+     * cluster, so the test may stop it (ts_testpipe_pg_stop/_pg_start). Costs
+     * an initdb (a few seconds). */
+    int private_pg;
+} ts_testpipe_opts;
 
 /** Starts the servers and the runtime. @returns 0, or -1 (reason on stderr). */
 int ts_testpipe_start(ts_testpipe *tp);
+/** ts_testpipe_start with options (opts may be NULL). */
+int ts_testpipe_start_opts(ts_testpipe *tp, const ts_testpipe_opts *opts);
+/** Stops the private PostgreSQL cluster (opts.private_pg), by PID. */
+void ts_testpipe_pg_stop(ts_testpipe *tp);
+/** Starts the private PostgreSQL cluster again, same socket and data.
+ * @returns 0, or -1 (reason on stderr; also when there is no private cluster). */
+int ts_testpipe_pg_start(ts_testpipe *tp);
+/** Sums, over the partitions of `topic`, the runtime group's committed offsets
+ * (a partition without a commit counts 0) into *committed and the end offsets
+ * into *end. @returns 0, or -1 when the cluster does not answer. */
+int ts_testpipe_progress(ts_testpipe *tp, const char *topic, int64_t *committed, int64_t *end);
+/** The VmRSS of the runtime process in KiB, or -1 (no runtime, unreadable). */
+long ts_testpipe_runtime_rss_kib(const ts_testpipe *tp);
 /** Starts the runtime again (after ts_testpipe_runtime_stop). */
 int ts_testpipe_runtime_start(ts_testpipe *tp);
 /** Sends `sig` to the runtime and waits. @returns its exit status (or 128+signal). */

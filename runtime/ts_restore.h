@@ -1,0 +1,58 @@
+/* ts_restore.h - rebuilding a task's local state from its changelog partition.
+ *
+ * A task assigned a partition whose local state is missing or older than the
+ * group's committed offset (another instance owned it meanwhile) restores it
+ * before processing input: the task's local keys are dropped, then the
+ * changelog partition is read from its start to its end in large fetches and
+ * applied to RocksDB in write batches, one per batch marker, so the result is
+ * exactly the state after the last complete batch (records of a torn last
+ * batch, after the last marker, are dropped). The marker's position becomes
+ * the task's position and its effects become the task's pending effects, which
+ * the task re-sends when it starts.
+ *
+ * The work runs on the libuv thread pool (it blocks on Kafka and RocksDB);
+ * progress is logged every second (records, rate, ETA).
+ */
+#ifndef TS_RESTORE_H
+#define TS_RESTORE_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "ts_error.h"
+#include "ts_state.h"
+
+typedef struct ts_restore ts_restore;
+
+typedef struct ts_restore_spec {
+    const char *brokers;
+    const json_t *kafka_config; /* may be NULL */
+    const char *changelog_topic;
+    int32_t partition;
+    const char *task_id; /* local keys are tag + task_id + NUL + rest */
+    ts_state *state;
+} ts_restore_spec;
+
+typedef struct ts_restore_stats {
+    uint64_t records;   /* changelog records read */
+    uint64_t batches;   /* complete batches applied */
+    int64_t position;   /* restored input position, -1 when the changelog was empty */
+    double seconds;
+} ts_restore_stats;
+
+/** Called on the loop thread when the restore ended (TS_OK, TS_E_STOPPED after
+ * ts_restore_cancel, or the failure). The restore is freed after it returns. */
+typedef void (*ts_restore_done_cb)(void *arg, ts_err status, const ts_restore_stats *stats);
+
+/** Starts restoring; strings of `spec` are copied. */
+ts_err ts_restore_start(uv_loop_t *loop, const ts_restore_spec *spec, ts_restore_done_cb done,
+                        void *arg, ts_restore **out);
+
+/** Asks the restore to stop early; `done` still runs, with TS_E_STOPPED. */
+void ts_restore_cancel(ts_restore *r);
+
+/** Progress so far (records read, records in the partition), for status. */
+void ts_restore_progress(const ts_restore *r, uint64_t *done, uint64_t *total);
+
+#endif

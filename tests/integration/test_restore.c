@@ -1,0 +1,107 @@
+/* test_restore.c - state follows its partition: an instance whose local state
+ * is gone restores it from the changelog before processing, and a clean
+ * restart with local state restores nothing. */
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_testpipe.h"
+
+static ts_testpipe tp;
+
+static void setup(void) { cr_assert_eq(ts_testpipe_start(&tp), 0, "pipeline did not start"); }
+static void teardown(void) { ts_testpipe_stop(&tp); }
+
+TestSuite(restore, .init = setup, .fini = teardown, .timeout = 180);
+
+#define TOPIC "storybook.events"
+
+static void produce(const char *fmt, int i) {
+    char json[1024];
+    snprintf(json, sizeof(json), fmt, i, i, i % 5, i);
+    cr_assert_eq(ts_testpipe_produce_json(&tp, TOPIC, json), 0, "%s", json);
+}
+
+static void produce_books(int from, int to) {
+    for (int i = from; i < to; i++) {
+        produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
+                "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
+                i);
+        produce("{\"PageUpserted\": {\"event_id\": \"p%d\", \"book_id\": \"b%d\", \"user_id\": "
+                "\"u%d\", \"page_no\": 1, \"text\": \"page %d\", \"updated_at\": 1767225601000}}",
+                i);
+    }
+}
+
+static int log_has(const char *needle) {
+    FILE *f = fopen(tp.log, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static size_t dlq_size(void) {
+    size_t n = 0;
+    rd_kafka_message_t **msgs = ts_testpipe_read_topic(&tp, TOPIC ".dlq", &n);
+    ts_testpipe_records_free(msgs, n);
+    return n;
+}
+
+Test(restore, lost_local_state_comes_back_from_the_changelog) {
+    produce_books(0, 50);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGKILL), 128 + SIGKILL);
+
+    /* The instance comes back on a new disk: no local state at all. */
+    char state[256];
+    snprintf(state, sizeof(state), "%s/state", tp.dir);
+    nftw(state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+
+    /* Updates of books created before: accepted only if the state is back. */
+    for (int i = 0; i < 50; i++)
+        produce("{\"BookUpdated\": {\"event_id\": \"up%d\", \"book_id\": \"b%d\", \"user_id\": "
+                "\"u%d\", \"title\": \"Again %d\", \"updated_at\": 1767225700000}}",
+                i);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert(log_has("restored"), "a restore happened (see %s)", tp.log);
+    cr_assert_eq(dlq_size(), 0, "nothing rejected: every book was restored");
+
+    char out[4096];
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
+                                      "storybook:book:b7"), 0);
+    json_t *book = json_loads(out, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(book, "title")), "Again 7", "%s", out);
+    cr_assert_eq(json_array_size(json_object_get(book, "pages")), 1, "%s", out);
+    json_decref(book);
+    cr_assert_eq(ts_testenv_pg_query(tp.pg, out, sizeof(out),
+                                     "SELECT count(*) FROM books WHERE title LIKE 'Again %'"),
+                 0);
+    cr_assert_str_eq(out, "50");
+}
+
+Test(restore, clean_restart_keeps_local_state) {
+    produce_books(0, 20);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_books(20, 30);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert(!log_has("restoring from"), "the local checkpoint was used (see %s)", tp.log);
+    cr_assert_eq(dlq_size(), 0);
+}
