@@ -466,6 +466,13 @@ void ts_redis_sink_watch(ts_sink *sink, const char *marker,
     ts_redis_watch_check(rs);
 }
 
+void ts_redis_sink_publish(ts_sink *sink, const char *key, const char *value, int ttl_s) {
+    ts_redis_sink *rs = sink->impl;
+    if (rs->state != TS_REDIS_READY || rs->closing)
+        return;
+    redisAsyncCommand(rs->ac, ts_redis_mark_reply, rs, "SET %s %s EX %d", key, value, ttl_s);
+}
+
 void ts_redis_sink_mark(ts_sink *sink, const char *field) {
     ts_redis_sink *rs = sink->impl;
     char **marks = realloc(rs->marks, (rs->n_marks + 1) * sizeof(*marks));

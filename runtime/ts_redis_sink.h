@@ -41,6 +41,11 @@ void ts_redis_sink_watch(ts_sink *sink, const char *marker,
                          void (*present)(void *arg, const char *const *fields, size_t n),
                          void *arg);
 
+/** Sets `key` to `value` with a time to live of `ttl_s` seconds, when
+ * connected (dropped otherwise: for status documents that are rewritten
+ * every second and must vanish with their writer). Both are copied. */
+void ts_redis_sink_publish(ts_sink *sink, const char *key, const char *value, int ttl_s);
+
 /** Adds `field` to the marker (once connected): that task's views are
  * complete. */
 void ts_redis_sink_mark(ts_sink *sink, const char *field);

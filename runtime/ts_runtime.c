@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ts_avro.h"
 #include "ts_cluster.h"
@@ -100,6 +102,10 @@ struct ts_runtime {
     uv_signal_t sigint, sigterm;
     int handles_ready;
     int stopping, closing;
+    char instance[128];  /* TASTESYNC_INSTANCE_ID, or host-pid */
+    int64_t started_ms;
+    unsigned ticks;
+    json_t *source_config; /* kafka.config, plus group.instance.id when set */
     ts_err exit_err;
 };
 
@@ -414,8 +420,69 @@ static void ts_runtime_close_all(ts_runtime *rt) {
     uv_close((uv_handle_t *)&rt->sigterm, ts_runtime_on_handle_closed);
 }
 
+static int64_t ts_runtime_wall_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* The instance's status document, published every second to Redis as
+ * ts:status:<group>:<instance> (expiring with its writer), read by
+ * `tastesync status`. */
+static void ts_runtime_publish_status(ts_runtime *rt) {
+    json_t *doc = json_object(), *tasks = json_array();
+    json_object_set_new(doc, "instance", json_string(rt->instance));
+    json_object_set_new(doc, "pid", json_integer(getpid()));
+    json_object_set_new(doc, "startedAt", json_integer(rt->started_ms));
+    json_object_set_new(doc, "updatedAt", json_integer(ts_runtime_wall_ms()));
+    json_object_set_new(doc, "stopping", json_boolean(rt->stopping));
+    for (size_t i = 0; i < rt->n_tasks; i++) {
+        ts_task *task = rt->tasks[i];
+        int64_t end = -1, event_ms, acked_ms;
+        if (rt->source)
+            ts_source_end(rt->source, ts_task_topic(task), ts_task_partition(task), &end);
+        ts_task_freshness(task, &event_ms, &acked_ms);
+        int64_t acked = ts_task_acked(task);
+        json_t *t = json_object();
+        json_object_set_new(t, "task", json_string(ts_task_id(task)));
+        json_object_set_new(t, "topic", json_string(ts_task_topic(task)));
+        json_object_set_new(t, "partition", json_integer(ts_task_partition(task)));
+        json_object_set_new(t, "state", json_string(ts_task_revoked(task) ? "revoking" : "running"));
+        json_object_set_new(t, "position", json_integer(ts_task_position(task)));
+        json_object_set_new(t, "acked", json_integer(acked));
+        json_object_set_new(t, "end", json_integer(end));
+        json_object_set_new(t, "lag", end < 0 ? json_null()
+                                              : json_integer(end - (acked < 0 ? 0 : acked)));
+        json_object_set_new(t, "lastCommitAt", acked_ms ? json_integer(acked_ms) : json_null());
+        json_object_set_new(t, "newestEventAt", event_ms ? json_integer(event_ms) : json_null());
+        json_array_append_new(tasks, t);
+    }
+    for (ts_runtime_restore *rr = rt->restores; rr; rr = rr->next) {
+        uint64_t done, total;
+        ts_restore_progress(rr->restore, &done, &total);
+        json_t *t = json_object();
+        json_object_set_new(t, "task", json_string(rr->task_id));
+        json_object_set_new(t, "topic", json_string(rr->proc->spec.topic));
+        json_object_set_new(t, "partition", json_integer(rr->partition));
+        json_object_set_new(t, "state", json_string("restoring"));
+        json_object_set_new(t, "restored", json_integer((json_int_t)done));
+        json_object_set_new(t, "toRestore", json_integer((json_int_t)total));
+        json_array_append_new(tasks, t);
+    }
+    json_object_set_new(doc, "tasks", tasks);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    char key[512];
+    snprintf(key, sizeof(key), "ts:status:%s:%s", rt->topo->group, rt->instance);
+    if (text && rt->n_sinks > 0)
+        ts_redis_sink_publish(&rt->sinks[0], key, text, 5);
+    free(text);
+    json_decref(doc);
+}
+
 static void ts_runtime_on_tick(uv_timer_t *timer) {
     ts_runtime *rt = timer->data;
+    if (++rt->ticks % (1000 / TS_RUNTIME_TICK_MS) == 1 && !rt->closing)
+        ts_runtime_publish_status(rt);
     size_t busy = 0;
     for (size_t i = 0; i < rt->n_tasks;) {
         ts_task *task = rt->tasks[i];
@@ -659,7 +726,7 @@ static ts_err ts_runtime_start_source(ts_runtime *rt, char *err, size_t errlen) 
         .failed = ts_runtime_source_failed,
         .arg = rt,
     };
-    ts_err rc = ts_source_create(&rt->loop, rt->brokers, rt->topo->kafka_config, rt->topo->group,
+    ts_err rc = ts_source_create(&rt->loop, rt->brokers, rt->source_config, rt->topo->group,
                                  topics, rt->n_procs, &handler, &rt->source, err, errlen);
     free(topics);
     return rc;
@@ -741,6 +808,19 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
     if (!rt)
         return TS_E_NOMEM;
     rt->topo = topo;
+    rt->started_ms = ts_runtime_wall_ms();
+    /* A stable instance id also makes this a static member of the group, so
+     * a quick restart moves no partition. */
+    const char *instance = getenv("TASTESYNC_INSTANCE_ID");
+    rt->source_config = topo->kafka_config ? json_deep_copy(topo->kafka_config) : json_object();
+    if (instance && *instance) {
+        snprintf(rt->instance, sizeof(rt->instance), "%s", instance);
+        json_object_set_new(rt->source_config, "group.instance.id", json_string(instance));
+    } else {
+        char host[64] = "host";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(rt->instance, sizeof(rt->instance), "%s-%ld", host, (long)getpid());
+    }
     ts_err rc = uv_loop_init(&rt->loop) == 0 ? TS_OK : TS_E_IO;
     rt->loop_ready = rc == TS_OK;
     if (rc == TS_OK && ts_runtime_mkdirs(topo->state_dir) != 0) {
@@ -868,6 +948,7 @@ void ts_runtime_destroy(ts_runtime *rt) {
     ts_schemas_destroy(rt->schemas);
     ts_servers_destroy(rt->servers);
     ts_cluster_destroy(rt->cluster);
+    json_decref(rt->source_config);
     free(rt->brokers);
     free(rt->redis_url);
     free(rt->pg_conninfo);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ts_log.h"
 
@@ -42,6 +43,9 @@ struct ts_task {
 
     int64_t position; /* next input offset to process; -1: none yet */
     int64_t acked;    /* next input offset acknowledged by every sink */
+    int64_t batch_event_ms; /* newest record timestamp of the batch in flight */
+    int64_t acked_event_ms; /* newest record timestamp acknowledged (freshness) */
+    int64_t acked_wall_ms;  /* wall clock of the last acknowledgement */
 
     rd_kafka_message_t **buf; /* records waiting, in offset order */
     size_t buf_head, buf_len, buf_cap;
@@ -223,6 +227,11 @@ int32_t ts_task_partition(const ts_task *task) { return task->partition; }
 int64_t ts_task_position(const ts_task *task) { return task->position; }
 int64_t ts_task_acked(const ts_task *task) { return task->acked; }
 int ts_task_busy(const ts_task *task) { return task->busy; }
+
+void ts_task_freshness(const ts_task *task, int64_t *event_ms, int64_t *acked_ms) {
+    *event_ms = task->acked_event_ms;
+    *acked_ms = task->acked_wall_ms;
+}
 
 int ts_task_ready(const ts_task *task) {
     return !task->busy && !task->stopped &&
@@ -646,6 +655,11 @@ static void ts_task_flush_acked(ts_task *task) {
     ts_effects_clear(task->effs);
     task->busy = 0;
     task->acked = task->flush.next_offset;
+    if (task->batch_event_ms > task->acked_event_ms)
+        task->acked_event_ms = task->batch_event_ms;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    task->acked_wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     if (had_pending) {
         ts_state_batch *wb = ts_state_batch_create();
         if (wb) {
@@ -809,6 +823,10 @@ void ts_task_run(ts_task *task) {
         }
         if (first < 0)
             first = msg->offset;
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(msg, &tstype);
+        if (ts > task->batch_event_ms)
+            task->batch_event_ms = ts;
         next = msg->offset + 1;
         done++;
         rd_kafka_message_destroy(msg);

@@ -78,6 +78,11 @@ int64_t ts_task_position(const ts_task *task);
 /** Next input offset whose effects every sink acknowledged. */
 int64_t ts_task_acked(const ts_task *task);
 
+/** Freshness of the task's views: the newest input timestamp (producer or log
+ * append time, ms) whose effects are acknowledged, and the wall time of that
+ * acknowledgement; 0 when nothing was acknowledged yet. */
+void ts_task_freshness(const ts_task *task, int64_t *event_ms, int64_t *acked_ms);
+
 /** Re-sends pending effects, if any; then the task takes records. */
 ts_err ts_task_start(ts_task *task);
 /** Takes ownership of a record of the task's partition. */
