@@ -117,6 +117,36 @@ static const char ts_migrate_partition_sql[] =
     "END\n"
     "$fn$;\n";
 
+/* Who applied each batch. A flush names its owner: "<instance>#<n>", one
+ * continuous holding of the partition by one task object. ts_offsets keeps
+ * the last owner, and every change of owner is recorded in ts_handoffs, so an
+ * owner that appears twice in a task's hand-overs (ordered by offset) means
+ * two instances processed the partition at the same time. */
+static const char ts_migrate_owner_name[] = "tastesync/0003_owners.sql";
+
+static const char ts_migrate_owner_sql[] =
+    "ALTER TABLE ts_offsets ADD COLUMN IF NOT EXISTS owner text;\n"
+    "CREATE TABLE IF NOT EXISTS ts_handoffs (\n"
+    "  task text NOT NULL,\n"
+    "  next_offset bigint NOT NULL,\n"
+    "  owner text NOT NULL,\n"
+    "  at timestamptz NOT NULL DEFAULT now(),\n"
+    "  PRIMARY KEY (task, next_offset));\n"
+    "CREATE OR REPLACE FUNCTION ts_claim_batch(p_task text, p_next_offset bigint, p_owner text)\n"
+    "RETURNS void LANGUAGE plpgsql AS $fn$\n"
+    "DECLARE\n"
+    "  v_owner text;\n"
+    "BEGIN\n"
+    "  SELECT owner INTO v_owner FROM ts_offsets WHERE task = p_task;\n"
+    "  PERFORM ts_claim_batch(p_task, p_next_offset);\n"
+    "  UPDATE ts_offsets SET owner = p_owner WHERE task = p_task;\n"
+    "  IF v_owner IS DISTINCT FROM p_owner THEN\n"
+    "    INSERT INTO ts_handoffs (task, next_offset, owner) VALUES (p_task, p_next_offset, p_owner)\n"
+    "    ON CONFLICT DO NOTHING;\n"
+    "  END IF;\n"
+    "END\n"
+    "$fn$;\n";
+
 static void ts_migrate_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -297,13 +327,17 @@ ts_err ts_migrate_apply(const char *conninfo, const char *const *dirs, const cha
         nanosleep(&ts, NULL);
     }
     PQsetNoticeProcessor(conn, ts_migrate_notice, NULL);
+    static const struct {
+        const char *name, *sql;
+    } builtin[] = {
+        {ts_migrate_builtin_name, ts_migrate_builtin_sql},
+        {ts_migrate_partition_name, ts_migrate_partition_sql},
+        {ts_migrate_owner_name, ts_migrate_owner_sql},
+    };
     int count = 0, applied = 0;
-    ts_err rc = ts_migrate_one(conn, ts_migrate_builtin_name, ts_migrate_builtin_sql, &applied, err,
-                               errlen);
-    count += applied;
-    if (rc == TS_OK) {
-        rc = ts_migrate_one(conn, ts_migrate_partition_name, ts_migrate_partition_sql, &applied,
-                            err, errlen);
+    ts_err rc = TS_OK;
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]) && rc == TS_OK; i++) {
+        rc = ts_migrate_one(conn, builtin[i].name, builtin[i].sql, &applied, err, errlen);
         count += applied;
     }
     for (size_t i = 0; i < n_dirs && rc == TS_OK; i++)

@@ -64,6 +64,7 @@ typedef struct ts_pg_job {
     struct ts_pg_job *next_inflight; /* jobs on the wire, in sending order */
     ts_flush flush;                  /* copy; effects borrowed until done */
     char *task_id;                   /* owned; flush.task_id points here */
+    char *owner;                     /* owned; flush.owner points here */
     ts_sink_done_cb done;
     void *arg;
     ts_pg_job_state state;
@@ -281,6 +282,7 @@ static void ts_pg_job_free(ts_pg_job *job) {
     if (!job)
         return;
     free(job->task_id);
+    free(job->owner);
     free(job->errmsg);
     for (size_t i = 0; i < job->n_ensure; i++)
         free(job->ensure[i]);
@@ -317,6 +319,7 @@ static void ts_pg_job_finish(ts_pg_sink *ps, ts_pg_job *job, ts_err status) {
     ts_pg_job_free(job);
 }
 
+#define TS_PG_CLAIM_SQL "SELECT ts_claim_batch($1::text, $2::bigint, $3::text)"
 #define TS_PG_ENSURE_SQL "SELECT ts_partition_ensure_rows($1::text, $2::jsonb)"
 
 static int ts_pg_effect_on(const ts_effect *e, const char *table) {
@@ -362,9 +365,8 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     PGconn *conn = ps->conn;
     char next[24];
     snprintf(next, sizeof next, "%lld", (long long)job->flush.next_offset);
-    const char *claim[2] = {job->task_id, next};
-    if (!PQsendQueryParams(conn, "SELECT ts_claim_batch($1::text, $2::bigint)", 2, NULL, claim,
-                           NULL, NULL, 0))
+    const char *claim[3] = {job->task_id, next, job->owner};
+    if (!PQsendQueryParams(conn, TS_PG_CLAIM_SQL, 3, NULL, claim, NULL, NULL, 0))
         return -1;
     for (size_t t = 0; t < job->n_ensure; t++) {
         char *rows = ts_pg_job_rows_json(ps, job, job->ensure[t]);
@@ -435,7 +437,7 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
 /* Rebuilds statement `idx` of a job (0 = the claim) for an error message. */
 static char *ts_pg_job_stmt_text(ts_pg_sink *ps, const ts_pg_job *job, int idx) {
     if (idx <= 0)
-        return strdup("SELECT ts_claim_batch($1::text, $2::bigint)");
+        return strdup(TS_PG_CLAIM_SQL);
     if (idx <= job->ensure_sent)
         return strdup(TS_PG_ENSURE_SQL);
     idx -= job->ensure_sent;
@@ -837,12 +839,16 @@ static ts_err ts_pg_sink_write(void *sink, const ts_flush *flush, ts_sink_done_c
     if (rows < 0)
         return TS_E_INVALID;
     ts_pg_job *job = calloc(1, sizeof *job);
-    if (!job || !(job->task_id = strdup(flush->task_id))) {
+    if (!job || !(job->task_id = strdup(flush->task_id)) ||
+        !(job->owner = strdup(flush->owner ? flush->owner : ""))) {
+        if (job)
+            free(job->task_id);
         free(job);
         return TS_E_NOMEM;
     }
     job->flush = *flush;
     job->flush.task_id = job->task_id;
+    job->flush.owner = job->owner;
     job->done = done;
     job->arg = arg;
     job->err_stmt = -1;

@@ -105,6 +105,7 @@ struct ts_runtime {
     char instance[128];  /* TASTESYNC_INSTANCE_ID, or host-pid */
     int64_t started_ms;
     unsigned ticks;
+    unsigned owner_seq;
     json_t *source_config; /* kafka.config, plus group.instance.id when set */
     ts_err exit_err;
 };
@@ -864,6 +865,8 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .failed = ts_runtime_task_failed,
         .rebuilt = ts_runtime_rebuilt,
         .views = &rt->sinks[0],
+        .instance = rt->instance,
+        .owner_seq = &rt->owner_seq,
         .arg = rt,
     };
     if (rc == TS_OK)

@@ -25,6 +25,7 @@ typedef struct ts_flush {
     int64_t first_offset;  /* input offsets the batch covers: [first_offset, next_offset) */
     int64_t next_offset;
     const ts_effects *effects;
+    const char *owner;     /* "<instance>#<n>": who decided the batch (may be NULL) */
 } ts_flush;
 
 /** Called exactly once per accepted write, on the loop thread. */

@@ -27,6 +27,7 @@ struct ts_task {
     const ts_task_spec *spec;
     int32_t partition;
     char id[160];
+    char owner[192]; /* "<instance>#<n>", see ts_flush.owner */
 
     void *proc; /* the processor instance */
     ts_effects *effs;
@@ -187,6 +188,9 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->state_prefix[idlen + 1] = '\0';
     task->flush.task_id = task->id;
     task->flush.effects = task->effs;
+    snprintf(task->owner, sizeof(task->owner), "%s#%u", host->instance ? host->instance : "?",
+             host->owner_seq ? ++*host->owner_seq : 0);
+    task->flush.owner = task->owner;
 
     char perr[256] = "";
     task->proc = spec->def->create(spec->params, perr, sizeof(perr));

@@ -44,6 +44,8 @@ typedef struct ts_task_host {
     /** Reports that a rebuild asked with ts_task_rebuild is written (n views). */
     void (*rebuilt)(void *arg, ts_task *task, size_t n_views);
     ts_sink *views; /* the view sink (one of `sinks`), for rebuilds */
+    const char *instance;  /* names the owner of the tasks' batches */
+    unsigned *owner_seq;   /* numbers each task's holding of its partition */
     void *arg;
 } ts_task_host;
 
