@@ -1340,6 +1340,13 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
         seterr(err, errlen, "empty message");
         return TS_E_DECODE;
     }
+    /* Refused before parsing: a huge record would be decoded into memory (and
+     * its strings copied into views) for an event no producer should send. */
+    if (len > TS_AVRO_MAX_MESSAGE) {
+        seterr(err, errlen, "message too large (%zu bytes, at most %d)", len,
+               TS_AVRO_MAX_MESSAGE);
+        return TS_E_DECODE;
+    }
     if (b[0] != 0) {
         seterr(err, errlen, "bad magic byte 0x%02x", b[0]);
         return TS_E_DECODE;

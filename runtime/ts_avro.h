@@ -26,6 +26,12 @@
 
 /** Size of the Confluent frame header (magic byte + schema id). */
 #define TS_AVRO_HEADER_LEN 5
+/* The largest message ts_decoder_decode accepts. No event of the contract
+ * comes near it; a bigger one is refused before any parsing ("message too
+ * large") so one record can never make a task allocate without bound, and its
+ * DLQ copy (the message plus a few headers) stays under librdkafka's default
+ * message.max.bytes of 1,000,000. */
+#define TS_AVRO_MAX_MESSAGE (512 * 1024)
 
 /* ---- schemas ----------------------------------------------------------- */
 
@@ -68,10 +74,11 @@ void ts_decoder_destroy(ts_decoder *dec);
  * already taken when the reader is a union) and *type its name without
  * namespace; both are owned by the decoder and valid until the next decode or
  * destroy. On failure returns TS_E_DECODE with a readable reason in err
- * ("empty message", "bad magic byte 0x7b", "unknown schema id 99", "truncated
- * or invalid Avro for schema id 2", "trailing bytes after Avro for schema id
- * 2", ...). Any input is safe: the bytes are checked against the writer schema
- * before avro-c reads them. One resolver per writer id is cached. */
+ * ("empty message", "message too large (N bytes, at most 524288)", "bad
+ * magic byte 0x7b", "unknown schema id 99", "truncated or invalid Avro for
+ * schema id 2", "trailing bytes after Avro for schema id 2", ...). Any input
+ * is safe: the bytes are checked against the writer schema before avro-c
+ * reads them. One resolver per writer id is cached. */
 ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_value_t **record,
                          const char **type, char *err, size_t errlen);
 

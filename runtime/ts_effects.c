@@ -28,6 +28,7 @@ typedef struct ts_effects_slot {
 struct ts_effects {
     ts_effects_slot *slots;
     size_t count, cap;
+    size_t bytes; /* payload bytes of every effect, dead ones included */
     ts_effects_target *targets;
 };
 
@@ -49,6 +50,7 @@ void ts_effects_clear(ts_effects *effs) {
     for (size_t i = 0; i < effs->count; i++)
         ts_effects_free_bytes(&effs->slots[i].eff);
     effs->count = 0;
+    effs->bytes = 0;
     ts_effects_target *t, *tmp;
     HASH_ITER(hh, effs->targets, t, tmp) {
         HASH_DEL(effs->targets, t);
@@ -160,6 +162,7 @@ ts_err ts_effects_add(ts_effects *effs, ts_effect_kind kind, const ts_bytes *a,
         return TS_E_NOMEM;
     }
 
+    effs->bytes += slot->eff.a.len + slot->eff.b.len + slot->eff.c.len + slot->eff.d.len;
     char *tkey = NULL;
     size_t tlen = ts_effects_target_key(&slot->eff, &tkey);
     if (tlen) {
@@ -203,9 +206,12 @@ void ts_effects_rollback(ts_effects *effs, size_t mark) {
                 free(t);
             }
         }
+        effs->bytes -= slot->eff.a.len + slot->eff.b.len + slot->eff.c.len + slot->eff.d.len;
         ts_effects_free_bytes(&slot->eff);
     }
 }
+
+size_t ts_effects_bytes(const ts_effects *effs) { return effs->bytes; }
 
 size_t ts_effects_count(const ts_effects *effs) { return effs->count; }
 

@@ -63,6 +63,9 @@ size_t ts_effects_mark(const ts_effects *effs);
 /** Removes every effect added after `mark` and revives what they superseded. */
 void ts_effects_rollback(ts_effects *effs, size_t mark);
 
+/** Payload bytes of all effects (dead ones included): bounds a batch's size. */
+size_t ts_effects_bytes(const ts_effects *effs);
+
 /** Number of effects, dead ones included; ts_effects_at(i) for i < count. */
 size_t ts_effects_count(const ts_effects *effs);
 const ts_effect *ts_effects_at(const ts_effects *effs, size_t i);

@@ -465,7 +465,6 @@ static ts_err ts_kafka_sink_conf(ts_kafka_sink *ks, const char *brokers,
     static const char *const defaults[][2] = {
         {"linger.ms", "5"},
         {"compression.type", "lz4"},
-        {"partitioner", "murmur2_random"},
         {"statistics.interval.ms", "5000"},
         /* No delivery timeout: librdkafka keeps retrying in order, so a
          * batch's changelog records always precede its marker. */

@@ -26,6 +26,8 @@
  *                      strings; integers, reals and booleans are turned into their
  *                      text for convenience. Anything else is an error.
  * @param err           on failure, a message naming the offending property.
+ * Producers partition keys with murmur2_random (as Java clients do) unless
+ * kafka_config says otherwise.
  * @returns a conf owned by the caller (consumed by rd_kafka_new on success,
  *          otherwise freed with rd_kafka_conf_destroy), or NULL on failure. */
 rd_kafka_conf_t *ts_kconf_create(const char *brokers, const json_t *kafka_config, char *err,

@@ -25,6 +25,7 @@
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -614,6 +615,13 @@ ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char
         ts_redis_errf(err, errlen, "redis sink: loop, url and out are required");
         return TS_E_INVALID;
     }
+    /* hiredis writes with write(2), not send(MSG_NOSIGNAL): a write to a
+     * server that just went away (a Redis restart, an outage) raises SIGPIPE,
+     * whose default action kills the whole runtime without a log line. The
+     * write must fail with EPIPE instead, which the sink retries. Found by
+     * tests/integration/test_chaos.c. (Belongs in the process's startup too;
+     * see /work/notes/chaos-findings.md.) */
+    signal(SIGPIPE, SIG_IGN);
     ts_redis_sink *rs = calloc(1, sizeof *rs);
     if (!rs) {
         ts_redis_errf(err, errlen, "out of memory");

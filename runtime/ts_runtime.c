@@ -194,6 +194,12 @@ static void ts_runtime_pause(void *arg, ts_task *task, int pause) {
         ts_source_pause(rt->source, ts_task_topic(task), ts_task_partition(task), pause);
 }
 
+static void ts_runtime_seek(void *arg, ts_task *task, int64_t offset) {
+    ts_runtime *rt = arg;
+    if (rt->source && !rt->closing)
+        ts_source_assign(rt->source, ts_task_topic(task), ts_task_partition(task), offset);
+}
+
 static void ts_runtime_commit(void *arg, ts_task *task, int64_t next_offset) {
     ts_runtime *rt = arg;
     if (rt->source && !rt->closing)
@@ -480,10 +486,24 @@ static void ts_runtime_publish_status(ts_runtime *rt) {
     json_decref(doc);
 }
 
+/* Commits every task's acknowledged position again. A commit refused during a
+ * rebalance is not retried by librdkafka, and a partition with no new input
+ * would otherwise keep the stale committed offset (and show as lag) forever. */
+static void ts_runtime_recommit(ts_runtime *rt) {
+    for (size_t i = 0; rt->source && i < rt->n_tasks; i++) {
+        ts_task *task = rt->tasks[i];
+        if (!ts_task_revoked(task) && ts_task_acked(task) >= 0)
+            ts_source_commit(rt->source, ts_task_topic(task), ts_task_partition(task),
+                             ts_task_acked(task));
+    }
+}
+
 static void ts_runtime_on_tick(uv_timer_t *timer) {
     ts_runtime *rt = timer->data;
     if (++rt->ticks % (1000 / TS_RUNTIME_TICK_MS) == 1 && !rt->closing)
         ts_runtime_publish_status(rt);
+    if (rt->ticks % (5000 / TS_RUNTIME_TICK_MS) == 0 && !rt->closing && !rt->stopping)
+        ts_runtime_recommit(rt);
     size_t busy = 0;
     for (size_t i = 0; i < rt->n_tasks;) {
         ts_task *task = rt->tasks[i];
@@ -861,6 +881,7 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .max_events = topo->batch_max_events,
         .pause = ts_runtime_pause,
         .commit = ts_runtime_commit,
+        .seek = ts_runtime_seek,
         .schedule = ts_runtime_schedule,
         .failed = ts_runtime_task_failed,
         .rebuilt = ts_runtime_rebuilt,

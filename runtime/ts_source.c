@@ -30,6 +30,7 @@ struct ts_source {
     int pipefd[2];
     uv_poll_t poll;
     uv_idle_t idle;
+    uv_timer_t keepalive; /* polls at least every second, see ts_source_on_keepalive */
     int handles_open;
     int closing;
     rd_kafka_topic_partition_list_t *eager; /* the assignment, eager protocol only */
@@ -43,8 +44,24 @@ static void ts_source_apply(ts_source *src, rd_kafka_t *rk,
                             const rd_kafka_topic_partition_list_t *parts, int cooperative,
                             int add) {
     if (cooperative) {
+        /* A partition whose assignment was deferred (its state still being
+         * restored) is not in the assignment yet: unassigning it would fail
+         * the whole call, so only what is assigned is given back. */
+        rd_kafka_topic_partition_list_t *mine = NULL, *drop = NULL;
+        if (!add && rd_kafka_assignment(rk, &mine) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            drop = rd_kafka_topic_partition_list_new(parts->cnt);
+            for (int i = 0; i < parts->cnt; i++)
+                if (rd_kafka_topic_partition_list_find(mine, parts->elems[i].topic,
+                                                       parts->elems[i].partition))
+                    rd_kafka_topic_partition_list_add(drop, parts->elems[i].topic,
+                                                      parts->elems[i].partition);
+            rd_kafka_topic_partition_list_destroy(mine);
+            parts = drop;
+        }
         rd_kafka_error_t *e = add ? rd_kafka_incremental_assign(rk, parts)
                                   : rd_kafka_incremental_unassign(rk, parts);
+        if (drop)
+            rd_kafka_topic_partition_list_destroy(drop);
         if (e) {
             ts_log_error("source", "incremental %s: %s", add ? "assign" : "unassign",
                          rd_kafka_error_string(e));
@@ -77,6 +94,7 @@ static void ts_source_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (cerr)
             ts_log_warn("source", "committed offsets unknown: %s", rd_kafka_err2str(cerr));
         rd_kafka_topic_partition_list_t *take = rd_kafka_topic_partition_list_new(parts->cnt);
+        rd_kafka_topic_partition_list_t *held = rd_kafka_topic_partition_list_new(parts->cnt);
         int later = 0;
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *p = &parts->elems[i];
@@ -84,16 +102,24 @@ static void ts_source_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                ? -1
                                : committed->elems[i].offset;
             int64_t start = src->handler.assigned(src->handler.arg, p->topic, p->partition, done);
-            if (start == TS_SOURCE_LATER)
-                later++;
-            if (start == TS_SOURCE_REFUSE || start == TS_SOURCE_LATER)
+            if (start == TS_SOURCE_REFUSE)
                 continue;
+            if (start == TS_SOURCE_LATER) {
+                /* Taken now, as the group expects, but held (paused) until
+                 * the handler's state is ready; ts_source_assign then seeks. */
+                later++;
+                start = done >= 0 ? done : RD_KAFKA_OFFSET_BEGINNING;
+                rd_kafka_topic_partition_list_add(held, p->topic, p->partition);
+            }
             rd_kafka_topic_partition_list_add(take, p->topic, p->partition)->offset = start;
         }
         rd_kafka_topic_partition_list_destroy(committed);
-        ts_log_info("source", "assigned %d partitions (%s), %d more after restoring state",
+        ts_log_info("source", "assigned %d partitions (%s), %d of them held while restoring",
                     take->cnt, cooperative ? "cooperative" : "eager", later);
         ts_source_apply(src, rk, take, cooperative, 1);
+        if (held->cnt > 0)
+            rd_kafka_pause_partitions(rk, held);
+        rd_kafka_topic_partition_list_destroy(held);
         rd_kafka_topic_partition_list_destroy(take);
     } else {
         for (int i = 0; i < parts->cnt; i++)
@@ -158,6 +184,15 @@ static void ts_source_on_idle(uv_idle_t *idle) {
         uv_idle_stop(idle);
 }
 
+/* librdkafka counts a member that has not polled for max.poll.interval.ms as
+ * dead and leaves the group. When nothing arrives (idle input, every
+ * partition paused) the pipe never fires, so poll anyway once a second. */
+static void ts_source_on_keepalive(uv_timer_t *timer) {
+    ts_source *src = timer->data;
+    if (ts_source_drain(src))
+        uv_idle_start(&src->idle, ts_source_on_idle);
+}
+
 static void ts_source_on_readable(uv_poll_t *poll, int status, int events) {
     (void)status;
     (void)events;
@@ -207,7 +242,11 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
         {"auto.offset.reset", "earliest"},
-        {"partition.assignment.strategy", "cooperative-sticky"},
+        /* Eager by default: with librdkafka 2.0.2, cooperative-sticky and
+         * manual commits lose the assignment when a commit meets a rebalance
+         * (librdkafka issue #4059, fixed in 2.7). kafka.config may choose
+         * cooperative-sticky where the library is newer. */
+        {"partition.assignment.strategy", "roundrobin"},
         {"fetch.wait.max.ms", "10"},
         {"fetch.error.backoff.ms", "50"},
         {"session.timeout.ms", "10000"},
@@ -264,8 +303,10 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
 
     uv_poll_init(loop, &src->poll, src->pipefd[0]);
     uv_idle_init(loop, &src->idle);
-    src->poll.data = src->idle.data = src;
-    src->handles_open = 2;
+    uv_timer_init(loop, &src->keepalive);
+    src->poll.data = src->idle.data = src->keepalive.data = src;
+    src->handles_open = 3;
+    uv_timer_start(&src->keepalive, ts_source_on_keepalive, 1000, 1000);
     uv_poll_start(&src->poll, UV_READABLE, ts_source_on_readable);
     /* Records may already be queued, and the pipe is written only on the
      * queue's next empty -> non-empty change: look once now. */
@@ -291,8 +332,15 @@ static void ts_source_partition_list(ts_source *src, const char *topic, int32_t 
 void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int64_t offset) {
     rd_kafka_topic_partition_list_t *parts;
     ts_source_partition_list(src, topic, partition, offset, &parts);
-    int cooperative = strcmp(rd_kafka_rebalance_protocol(src->rk), "COOPERATIVE") == 0;
-    ts_source_apply(src, src->rk, parts, cooperative, 1);
+    /* Records fetched while it was held were dropped: start over from the
+     * handler's position (asynchronously), then fetch again. */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(src->rk, parts, 0);
+    if (e) {
+        ts_log_error("source", "seek %s [%" PRId32 "]: %s", topic, partition,
+                     rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_resume_partitions(src->rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
@@ -338,4 +386,5 @@ void ts_source_close(ts_source *src) {
     }
     uv_close((uv_handle_t *)&src->poll, ts_source_on_close);
     uv_close((uv_handle_t *)&src->idle, ts_source_on_close);
+    uv_close((uv_handle_t *)&src->keepalive, ts_source_on_close);
 }

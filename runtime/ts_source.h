@@ -3,7 +3,8 @@
  * librdkafka runs its own threads; the consumer queue signals a pipe when it
  * becomes non-empty, a uv_poll_t watches the pipe, and the loop thread drains
  * the queue in bounded rounds (never blocking, never busy-polling). Rebalances
- * (cooperative-sticky by default) are served on the loop thread too: the
+ * (eager roundrobin by default, cooperative-sticky on request) are served on
+ * the loop thread too: the
  * handler says where each newly assigned partition starts (from the task's
  * stored position) and is told of revocations. Offsets are committed only
  * when the runtime says so (after its sinks acknowledged).
@@ -27,8 +28,9 @@ typedef struct ts_source ts_source;
 typedef struct ts_source_handler {
     /** A partition was assigned; `committed` is the group's committed offset
      * (or -1 when there is none). @returns the offset to start from (an
-     * offset, or RD_KAFKA_OFFSET_BEGINNING), TS_SOURCE_LATER when the handler
-     * will call ts_source_assign itself (after restoring state), or
+     * offset, or RD_KAFKA_OFFSET_BEGINNING), TS_SOURCE_LATER to hold it
+     * (assigned but paused) until the handler calls ts_source_assign (after
+     * restoring state), or
      * TS_SOURCE_REFUSE (it stays unassigned). */
     int64_t (*assigned)(void *arg, const char *topic, int32_t partition, int64_t committed);
     /** A partition was revoked or lost; its records stop arriving. */
@@ -45,13 +47,14 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
                         const char *group, const char *const *topics, size_t n_topics,
                         const ts_source_handler *handler, ts_source **out, char *err,
                         size_t errlen);
-/** Starts fetching a partition whose assignment the handler deferred
- * (TS_SOURCE_LATER), from `offset` (or RD_KAFKA_OFFSET_BEGINNING). */
+/** Starts fetching a partition the handler held (TS_SOURCE_LATER: assigned,
+ * but paused), from `offset` (or RD_KAFKA_OFFSET_BEGINNING). */
 void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int64_t offset);
 
 /** Pauses (pause != 0) or resumes fetching one partition. */
 void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int pause);
-/** Commits `next_offset` for the partition (asynchronously). */
+/** Commits `next_offset` for the partition (asynchronously). A commit can
+ * fail (e.g. during a rebalance); committing again later repairs it. */
 void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset);
 /** The partition's end offset as last seen by the fetcher (cached, no round
  * trip). @returns 0 with *high set, or -1 when not known yet. */

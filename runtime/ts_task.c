@@ -21,6 +21,9 @@
 #include "ts_log.h"
 
 #define TS_TASK_SEEN_STORE "_seen" /* event ids already applied, for dedup */
+/* A batch closes once its effects reach this size: its changelog marker,
+ * which carries them, must stay well below Kafka's 1 MB message limit. */
+#define TS_TASK_MAX_BATCH_BYTES (256 * 1024)
 
 struct ts_task {
     const ts_task_host *host;
@@ -59,6 +62,8 @@ struct ts_task {
     size_t acks_wanted, acks_got;
     int flush_failed;
     int changelog_failed; /* out of memory while building the changelog */
+    int64_t gap_at;       /* the position a gap was last seen at */
+    int gap_seeks;        /* times the source was sent back there */
 
     int rebuild_wanted;       /* re-materialize the views at the next idle moment */
     int rebuilding;           /* a rebuild flush is in flight */
@@ -331,6 +336,15 @@ static ts_err ts_task_dlq(ts_task *task, const rd_kafka_message_t *msg, const ch
     return err;
 }
 
+static int ts_task_redriven(const rd_kafka_message_t *msg) {
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *value;
+    size_t size;
+    return rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get_last(hdrs, "redriven.from", &value, &size) ==
+               RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 /* Runs one record through dedup and the processor. Returns TS_OK when the
  * record is handled (applied, skipped or sent to the DLQ). */
 static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
@@ -361,7 +375,10 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
     const char *event_id = ts_event_str(&ev, "event_id");
 
     ts_ctx_event_begin(task->ctx, &ev);
-    if (event_id) {
+    /* A record an operator re-drove from the DLQ (`tastesync dlq redrive`,
+     * header redriven.from) is processed again although its event id was
+     * seen: that is the point of re-driving it after a fix. */
+    if (event_id && !ts_task_redriven(msg)) {
         const char *seen;
         size_t seen_len;
         rc = ts_ctx_get(task->ctx, TS_TASK_SEEN_STORE, event_id, &seen, &seen_len);
@@ -807,15 +824,35 @@ void ts_task_run(ts_task *task) {
     }
     size_t limit = (size_t)task->host->max_events, done = 0;
     int64_t first = -1, next = task->position;
-    while (task->buf_head < task->buf_len && done < limit) {
+    while (task->buf_head < task->buf_len && done < limit &&
+           ts_effects_bytes(task->effs) < TS_TASK_MAX_BATCH_BYTES) {
         rd_kafka_message_t *msg = task->buf[task->buf_head++];
         if (task->position >= 0 && msg->offset < next) {
             rd_kafka_message_destroy(msg); /* redelivered below our position */
             continue;
         }
-        if (next >= 0 && msg->offset > next)
-            ts_log_debug(task->id, "offsets %" PRId64 "..%" PRId64 " absent (compacted or expired)",
+        if (next >= 0 && msg->offset > next) {
+            /* Input is never compacted: a gap means the fetch position ran
+             * ahead of ours (e.g. after a hand-over). Go back for the missing
+             * records; only if they stay missing were they lost to
+             * retention, which is reported loudly and then accepted. */
+            if (task->gap_at != next || task->gap_seeks < 3) {
+                task->gap_seeks = task->gap_at == next ? task->gap_seeks + 1 : 1;
+                task->gap_at = next;
+                ts_log_warn(task->id, "offsets %" PRId64 "..%" PRId64 " missing: fetching again",
+                            next, msg->offset - 1);
+                rd_kafka_message_destroy(msg);
+                for (size_t i = task->buf_head; i < task->buf_len; i++)
+                    rd_kafka_message_destroy(task->buf[i]);
+                task->buf_head = task->buf_len = 0;
+                task->host->seek(task->host->arg, task, next);
+                break;
+            }
+            ts_log_error(task->id,
+                         "input offsets %" PRId64 "..%" PRId64 " are gone (retention?): "
+                         "their events were never processed",
                          next, msg->offset - 1);
+        }
         ts_err rc = ts_task_apply(task, msg);
         if (rc != TS_OK) {
             ts_log_error(task->id, "offset %" PRId64 ": %s", msg->offset, ts_err_str(rc));

@@ -35,6 +35,8 @@ typedef struct ts_task_host {
     int max_events;
     /** Pauses (pause != 0) or resumes the task's partition at the source. */
     void (*pause)(void *arg, ts_task *task, int pause);
+    /** Makes the source fetch the task's partition again from `offset`. */
+    void (*seek)(void *arg, ts_task *task, int64_t offset);
     /** Commits `next_offset` of the task's partition at the source. */
     void (*commit)(void *arg, ts_task *task, int64_t next_offset);
     /** Asks for ts_task_run to be called soon (the task has work). */

@@ -19,5 +19,26 @@ ts_topology *ts_cli_load_topology(const char *path);
 int ts_cli_run(int argc, char **argv);
 int ts_cli_demo(int argc, char **argv);
 int ts_cli_views(int argc, char **argv);
+int ts_cli_status(int argc, char **argv);
+int ts_cli_produce(int argc, char **argv);
+int ts_cli_view(int argc, char **argv);
+int ts_cli_dlq(int argc, char **argv);
+int ts_cli_check(int argc, char **argv);
+
+/** Name of the file in the state folder where `run` writes the bootstrap
+ * address of the Kafka it uses (the embedded cluster's is only known then). */
+#define TS_CLI_BROKERS_FILE "kafka.brokers"
+
+/** Picks the Kafka bootstrap list for a client command: `flag` (--brokers)
+ * when set, else the topology's (TASTESYNC_KAFKA_BROKERS or kafka.brokers),
+ * else what a running `tastesync run` wrote to <state dir>/kafka.brokers.
+ * @returns 0 with the list in `out`, or -1 after printing why to stderr.
+ * Defined in cmd_produce.c. */
+int ts_cli_brokers(const ts_topology *topo, const char *flag, char *out, size_t cap);
+
+/** The Redis URL of the views: the topology's (TASTESYNC_REDIS_URL or
+ * redis.url), else the embedded server's socket in the state folder.
+ * Defined in cmd_view.c. */
+void ts_cli_redis_url(const ts_topology *topo, char *out, size_t cap);
 
 #endif

@@ -25,8 +25,19 @@ int ts_cli_run(int argc, char **argv) {
         ts_topology_destroy(topo);
         return rc == TS_E_CONFIG ? TS_CLI_EXIT_USAGE : TS_CLI_EXIT_FAIL;
     }
+    /* Where the client commands (produce, dlq) find this Kafka when nothing
+     * else names it: the embedded cluster's port is only known now. */
+    char brokers_path[4200];
+    snprintf(brokers_path, sizeof(brokers_path), "%s/%s", topo->state_dir, TS_CLI_BROKERS_FILE);
+    FILE *bf = fopen(brokers_path, "w");
+    if (!bf || fprintf(bf, "%s\n", ts_runtime_brokers(rt)) < 0)
+        ts_log_warn("runtime", "cannot write %s; clients need --brokers", brokers_path);
+    if (bf)
+        fclose(bf);
     ts_log_info("runtime", "running; Ctrl-C to stop");
     rc = ts_runtime_run(rt);
+    if (bf)
+        remove(brokers_path); /* a stopped run's address would only mislead */
     ts_runtime_destroy(rt);
     ts_topology_destroy(topo);
     return rc == TS_OK ? TS_CLI_EXIT_OK : TS_CLI_EXIT_FAIL;

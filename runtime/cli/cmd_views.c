@@ -26,10 +26,7 @@ int ts_cli_views(int argc, char **argv) {
     if (!topo)
         return TS_CLI_EXIT_USAGE;
     char url[4200];
-    if (topo->redis_url && topo->redis_url[0])
-        snprintf(url, sizeof(url), "%s", topo->redis_url);
-    else
-        snprintf(url, sizeof(url), "unix://%s/redis/redis.sock", topo->state_dir);
+    ts_cli_redis_url(topo, url, sizeof(url));
     char err[512];
     int rc = TS_CLI_EXIT_FAIL;
     redisContext *redis = ts_redis_connect_sync(url, err, sizeof(err));

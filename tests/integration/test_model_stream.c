@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "ts_model.h"
+#include "ts_modelrun.h"
 #include "ts_testpipe.h"
 
 static ts_testpipe tp;
@@ -39,14 +40,6 @@ static double now_s(void) {
 }
 
 /* Reads `topic` back and decodes it with `subject` into topics[topic]. */
-static void read_topic(json_t *topics, const char *topic, const char *subject) {
-    size_t n = 0;
-    rd_kafka_message_t **msgs = ts_testpipe_read_topic(&tp, topic, &n);
-    json_object_set_new(topics, topic,
-                        ts_model_decode_records(tp.topo->schemas_dir, subject, msgs, n));
-    ts_testpipe_records_free(msgs, n);
-}
-
 Test(model_stream, mixed_stream_matches_the_model) {
     size_t n = env_num("TS_MODEL_EVENTS", 100000);
     uint64_t seed = env_num("TS_MODEL_SEED", 42);
@@ -57,79 +50,25 @@ Test(model_stream, mixed_stream_matches_the_model) {
     ts_model *m = ts_model_create(tp.topo, families);
     cr_assert_not_null(m);
     ts_model_apply_stream(m, s);
-    const json_t *exp = ts_model_expected(m);
 
-    const char **topics = calloc(s->n, sizeof(*topics));
-    char **jsons = calloc(s->n, sizeof(*jsons));
-    for (size_t i = 0; i < s->n; i++) {
-        topics[i] = s->ev[i].topic;
-        jsons[i] = json_dumps(s->ev[i].json, JSON_COMPACT);
-    }
-    cr_assert_eq(ts_testpipe_produce_json_batch(&tp, topics, (const char *const *)jsons, s->n), 0,
-                 "produce");
-    for (size_t i = 0; i < s->n; i++)
-        free(jsons[i]);
-    free(jsons);
-    free(topics);
+    cr_assert_eq(ts_modelrun_produce(&tp, s, 0, s->n), 0, "produce");
     double t1 = now_s();
-
-    /* Input topics, then the second stage of the beacon family. */
-    const char *inputs[] = {"storybook.events", "user.events", "inventory.events",
-                            "beacon.detections"};
-    for (size_t i = 0; i < 4; i++)
-        if (families & (1u << i))
-            cr_assert_eq(ts_testpipe_wait_committed(&tp, inputs[i], 240), 0,
-                         "%s not committed; see %s", inputs[i], tp.log);
-    if (families & TS_MODEL_BEACON) {
-        cr_assert_eq(ts_testpipe_wait_committed(&tp, "customer-events", 120), 0,
-                     "customer-events not committed; see %s", tp.log);
-        cr_assert_eq(ts_testpipe_wait_committed(&tp, "beacon.store-visits", 120), 0,
-                     "beacon.store-visits not committed; see %s", tp.log);
-    }
+    cr_assert_eq(ts_modelrun_wait(&tp, families, 240), 0, "see %s", tp.log);
     double t2 = now_s();
 
-    char err[512];
-    json_t *redis = ts_model_read_redis(tp.redis.url, err, sizeof(err));
-    cr_assert_not_null(redis, "redis: %s", err);
-    json_t *pg = ts_model_read_pg(tp.pg, exp, err, sizeof(err));
-    cr_assert_not_null(pg, "postgres: %s", err);
-    json_t *read = json_object();
-    for (size_t i = 0; i < 4; i++) {
-        if (!(families & (1u << i)))
-            continue;
-        char dlq[128];
-        snprintf(dlq, sizeof(dlq), "%s.dlq", inputs[i]);
-        read_topic(read, inputs[i], inputs[i]);
-        read_topic(read, dlq, inputs[i]);
-    }
-    const char *out;
-    json_t *unused;
-    json_object_foreach(json_object_get(exp, "outputs"), out, unused) read_topic(read, out, out);
-
-    /* Views of families left out of this run are not the model's business. */
-    const char *ignore[8];
-    size_t ni = 0;
-    if (!(families & TS_MODEL_USER))
-        ignore[ni++] = "preferences:options";
-    ignore[ni] = NULL;
-    ts_model_counts c;
-    size_t diffs = ts_model_compare(exp, redis, pg, read, ignore, stderr, 20, &c);
-    fprintf(stderr,
-            "model stream: %zu events (seed %llu, families 0x%x): compared %zu views, %zu rows, "
-            "%zu output events, %zu dlq records: %zu differences "
-            "(produce %.1f s, process %.1f s, compare %.1f s)\n",
-            s->n, (unsigned long long)seed, families, c.views, c.rows, c.outputs, c.dlq, diffs,
-            t1 - t0, t2 - t1, now_s() - t2);
+    char label[256];
+    snprintf(label, sizeof(label), "model stream: %zu events (seed %llu, families 0x%x)", s->n,
+             (unsigned long long)seed, families);
+    size_t diffs = ts_modelrun_compare(&tp, m, families, label);
+    fprintf(stderr, "model stream: produce %.1f s, process %.1f s, compare %.1f s\n", t1 - t0,
+            t2 - t1, now_s() - t2);
     if (getenv("TS_MODEL_DUMP")) {
         FILE *f = fopen(getenv("TS_MODEL_DUMP"), "w");
         if (f) {
-            json_dumpf(exp, f, JSON_INDENT(1) | JSON_SORT_KEYS);
+            json_dumpf(ts_model_expected(m), f, JSON_INDENT(1) | JSON_SORT_KEYS);
             fclose(f);
         }
     }
-    json_decref(read);
-    json_decref(pg);
-    json_decref(redis);
     ts_model_destroy(m);
     ts_model_stream_destroy(s);
     cr_assert_eq(diffs, 0, "%zu differences with the model (first ones above)", diffs);

@@ -28,49 +28,73 @@ static void ts_testpipe_group(const ts_testpipe *tp, char *out, size_t cap) {
     (void)tp;
 }
 
-int ts_testpipe_runtime_start(ts_testpipe *tp) {
-    char group[64], state[256];
+/* Forks and execs `tastesync run` with the pipeline's addresses, its own state
+ * folder and log, and (when not NULL) a static instance id. */
+static pid_t ts_testpipe_exec(ts_testpipe *tp, const char *state, const char *log,
+                              const char *instance) {
+    char group[64];
     ts_testpipe_group(tp, group, sizeof(group));
-    snprintf(state, sizeof(state), "%s/state", tp->dir);
     pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        close(fd);
+    }
+    setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(tp->cluster), 1);
+    setenv("TASTESYNC_REDIS_URL", tp->redis.url, 1);
+    setenv("TASTESYNC_POSTGRES_CONNINFO", tp->pg, 1);
+    setenv("TASTESYNC_STATE_DIR", state, 1);
+    setenv("TASTESYNC_GROUP", group, 1);
+    if (instance)
+        setenv("TASTESYNC_INSTANCE_ID", instance, 1);
+    else
+        unsetenv("TASTESYNC_INSTANCE_ID");
+    execl(TS_BINARY, TS_BINARY, "run", TS_SOURCE_DIR "/topology.yaml", (char *)NULL);
+    _exit(127);
+}
+
+int ts_testpipe_runtime_start(ts_testpipe *tp) {
+    char state[256];
+    snprintf(state, sizeof(state), "%s/state", tp->dir);
+    pid_t pid = ts_testpipe_exec(tp, state, tp->log, NULL);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(tp->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDERR_FILENO);
-            dup2(fd, STDOUT_FILENO);
-            close(fd);
-        }
-        setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(tp->cluster), 1);
-        setenv("TASTESYNC_REDIS_URL", tp->redis.url, 1);
-        setenv("TASTESYNC_POSTGRES_CONNINFO", tp->pg, 1);
-        setenv("TASTESYNC_STATE_DIR", state, 1);
-        setenv("TASTESYNC_GROUP", group, 1);
-        execl(TS_BINARY, TS_BINARY, "run", TS_SOURCE_DIR "/topology.yaml", (char *)NULL);
-        _exit(127);
-    }
     tp->pid = pid;
     return 0;
+}
+
+pid_t ts_testpipe_spawn(ts_testpipe *tp, const char *name, const char *instance) {
+    char state[256], log[256];
+    snprintf(state, sizeof(state), "%s/state-%s", tp->dir, name);
+    snprintf(log, sizeof(log), "%s/%s.log", tp->dir, name);
+    return ts_testpipe_exec(tp, state, log, instance);
+}
+
+int ts_testpipe_reap(pid_t pid, int sig) {
+    kill(pid, sig);
+    int status = 0;
+    double deadline = ts_testpipe_now() + ts_testenv_timeout(30);
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (ts_testpipe_now() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        usleep(10000);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 int ts_testpipe_runtime_stop(ts_testpipe *tp, int sig) {
     if (tp->pid <= 0)
         return -1;
-    kill(tp->pid, sig);
-    int status = 0;
-    double deadline = ts_testpipe_now() + ts_testenv_timeout(30);
-    while (waitpid(tp->pid, &status, WNOHANG) == 0) {
-        if (ts_testpipe_now() > deadline) {
-            kill(tp->pid, SIGKILL);
-            waitpid(tp->pid, &status, 0);
-            break;
-        }
-        usleep(10000);
-    }
+    int status = ts_testpipe_reap(tp->pid, sig);
     tp->pid = 0;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return status;
 }
 
 int ts_testpipe_start(ts_testpipe *tp) { return ts_testpipe_start_opts(tp, NULL); }

@@ -60,6 +60,15 @@ long ts_testpipe_runtime_rss_kib(const ts_testpipe *tp);
 int ts_testpipe_runtime_start(ts_testpipe *tp);
 /** Sends `sig` to the runtime and waits. @returns its exit status (or 128+signal). */
 int ts_testpipe_runtime_stop(ts_testpipe *tp, int sig);
+/** Starts one more runtime of the same group (scale-out), with its own state
+ * folder <dir>/state-<name> and log <dir>/<name>.log; `instance` (may be NULL)
+ * becomes TASTESYNC_INSTANCE_ID (a static member). @returns its pid or -1.
+ * The caller stops it with ts_testpipe_reap. */
+pid_t ts_testpipe_spawn(ts_testpipe *tp, const char *name, const char *instance);
+/** Sends `sig` to `pid` and waits (SIGKILL after a timeout). @returns its exit
+ * status, or 128 + signal. */
+int ts_testpipe_reap(pid_t pid, int sig);
+
 /** Stops everything started; safe after a partial start. */
 void ts_testpipe_stop(ts_testpipe *tp);
 

@@ -95,13 +95,13 @@ Test(topology, real_file_loads) {
     }
     const ts_topic_conf *in = ts_topology_topic(topo, "storybook.events");
     cr_assert_not_null(in);
-    cr_expect_eq(in->partitions, 4);
+    cr_expect_gt(in->partitions, 0);
     cr_expect_str_eq(in->key_field, "user_id");
     cr_expect_str_eq(in->schema, "storybook.events");
     cr_expect_gt(in->line, 0);
     const ts_topic_conf *dlq = ts_topology_topic(topo, "storybook.events.dlq");
     cr_assert_not_null(dlq);
-    cr_expect_eq(dlq->partitions, 4);
+    cr_expect_eq(dlq->partitions, in->partitions, "a DLQ is partitioned like its input");
     cr_expect_null(dlq->schema);
     cr_expect_null(dlq->key_field);
 

@@ -1,0 +1,770 @@
+/* bench_pipeline.c - the runtime as a whole: throughput, latency, reads, size.
+ *
+ * `tastesync run benchmarks/topology.yaml` runs as a child process against the
+ * run's servers (addresses by environment, as tests/support/ts_testpipe does).
+ * 1. Throughput: the whole pre-encoded stream is produced before the runtime
+ *    starts; the clock runs from its first task start ("started at" in its log,
+ *    polled every 2 ms) until the group's committed offsets reach the end of
+ *    every input topic and then of the second-stage topics. A commit follows
+ *    the batch's views, rows and output events being acknowledged, so this is
+ *    "last view, row and output acknowledged" with every guarantee on.
+ * 2. Latency: probe events (BookCreated of a new user and book) are produced
+ *    at a fixed rate; a subscriber to Redis keyspace notifications records when
+ *    each probe's `storybook:book:<id>` view is written, i.e. readable.
+ * 3. Reads: 4 client threads read a user's book list, once as the view (one
+ *    GET) and once computed from PostgreSQL by SQL as the old apps did.
+ * 4. Size: the runtime's RSS (peak sampled during the run, and VmHWM), and the
+ *    state folder's bytes per million RocksDB keys after a clean stop.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "ts_kconf.h"
+#include "ts_redis_url.h"
+
+typedef struct bench_rt {
+    pid_t pid;
+    char log[256];
+    char state[256];
+} bench_rt;
+
+static json_t *bench_section(bench_ctx *b) { return json_object_get(b->results, "pipeline"); }
+
+/* ---- the runtime process ------------------------------------------------------ */
+
+static int bench_rt_start(bench_ctx *b, bench_rt *rt) {
+    snprintf(rt->log, sizeof(rt->log), "%s/runtime.log", b->dir);
+    snprintf(rt->state, sizeof(rt->state), "%s/state", b->dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(rt->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDERR_FILENO);
+            dup2(fd, STDOUT_FILENO);
+            close(fd);
+        }
+        setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(b->cluster), 1);
+        setenv("TASTESYNC_REDIS_URL", b->redis_url, 1);
+        setenv("TASTESYNC_POSTGRES_CONNINFO", b->pg, 1);
+        setenv("TASTESYNC_STATE_DIR", rt->state, 1);
+        setenv("TASTESYNC_GROUP", BENCH_GROUP, 1);
+        execl(TS_BINARY, TS_BINARY, "run", TS_SOURCE_DIR "/benchmarks/topology.yaml",
+              (char *)NULL);
+        _exit(127);
+    }
+    rt->pid = pid;
+    return 0;
+}
+
+/* Sends `sig` and waits up to 60 s (then SIGKILL). @returns the exit status. */
+static int bench_rt_stop(bench_rt *rt, int sig) {
+    if (rt->pid <= 0)
+        return -1;
+    kill(rt->pid, sig);
+    int status = 0;
+    double deadline = bench_now() + 60;
+    while (waitpid(rt->pid, &status, WNOHANG) == 0) {
+        if (bench_now() > deadline) {
+            kill(rt->pid, SIGKILL);
+            waitpid(rt->pid, &status, 0);
+            break;
+        }
+        usleep(20000);
+    }
+    rt->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int bench_rt_alive(bench_rt *rt) {
+    int status;
+    if (rt->pid > 0 && waitpid(rt->pid, &status, WNOHANG) == rt->pid) {
+        fprintf(stderr, "bench: the runtime exited (status %d); see %s\n", status, rt->log);
+        rt->pid = 0;
+    }
+    return rt->pid > 0;
+}
+
+static int bench_file_has(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* A field of /proc/<pid>/status in kB, or -1. */
+static long bench_proc_kb(pid_t pid, const char *field) {
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    size_t fl = strlen(field);
+    while (f && fgets(line, sizeof(line), f))
+        if (!strncmp(line, field, fl) && line[fl] == ':')
+            v = strtol(line + fl + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* User + system CPU seconds of `pid`, or -1. */
+static double bench_proc_cpu(pid_t pid) {
+    char path[64], buf[2048];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* After ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime (fields 3..15). */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ---- committed offsets -------------------------------------------------------- */
+
+/* An assign-only consumer of the runtime's group that only asks for committed
+ * offsets (one for the whole run: the 2.0.2 mock cluster dislikes many). */
+static rd_kafka_t *bench_reader(bench_ctx *b) {
+    char err[512];
+    rd_kafka_conf_t *conf = ts_kconf_create(ts_cluster_bootstraps(b->cluster), NULL, err,
+                                            sizeof(err));
+    if (!conf)
+        return NULL;
+    rd_kafka_conf_set(conf, "group.id", BENCH_GROUP, NULL, 0);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+/* @returns 1 when every partition of `topic` is committed up to its end. */
+static int bench_committed(bench_ctx *b, rd_kafka_t *rk, const char *topic) {
+    const ts_topic_conf *tc = ts_topology_topic(b->topo, topic);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(tc->partitions);
+    for (int p = 0; p < tc->partitions; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p);
+    int done = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int p = 0; done && p < tc->partitions; p++) {
+        int64_t low = 0, high = 0;
+        if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, 5000))
+            done = 0;
+        else if (high > 0 && parts->elems[p].offset < high)
+            done = 0;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return done;
+}
+
+static const char *const bench_stage1[] = {"storybook.events", "user.events",
+                                           "inventory.events", "beacon.detections"};
+static const char *const bench_stage2[] = {"customer-events", "beacon.store-visits"};
+
+/* Waits until the group has committed everything (first stage, then second).
+ * Samples the runtime's RSS meanwhile. @returns 0 or -1 on timeout/exit. */
+static int bench_wait_all(bench_ctx *b, rd_kafka_t *rk, bench_rt *rt, double timeout,
+                          long *rss_peak_kb) {
+    double deadline = bench_now() + timeout;
+    size_t stage = 0;
+    while (bench_now() < deadline && bench_rt_alive(rt)) {
+        long rss = bench_proc_kb(rt->pid, "VmRSS");
+        if (rss_peak_kb && rss > *rss_peak_kb)
+            *rss_peak_kb = rss;
+        int done = 1;
+        const char *const *topics = stage == 0 ? bench_stage1 : bench_stage2;
+        size_t n = stage == 0 ? 4 : 2;
+        for (size_t i = 0; i < n && done; i++)
+            done = bench_committed(b, rk, topics[i]);
+        if (done && ++stage == 2)
+            return 0;
+        if (!done)
+            usleep(50000);
+    }
+    return -1;
+}
+
+/* ---- perf --------------------------------------------------------------------- */
+
+static pid_t bench_perf_start(const char *out, pid_t target) {
+    char p[32];
+    snprintf(p, sizeof(p), "%d", (int)target);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGINT);
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        execlp("perf", "perf", "record", "-q", "-F", "499", "-g", "-p", p, "-o", out,
+               (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void bench_perf_stop(pid_t pid) {
+    if (pid <= 0)
+        return;
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+/* ---- 1. throughput ------------------------------------------------------------ */
+
+static int bench_preload(bench_ctx *b) {
+    rd_kafka_t *prod = bench_producer(b, 50);
+    if (!prod)
+        return -1;
+    double t0 = bench_now();
+    for (size_t i = 0; i < b->n_msgs; i++) {
+        const bench_msg *m = &b->msgs[i];
+        while (rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(m->topic),
+                                 RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+                                 RD_KAFKA_V_VALUE(m->val, m->len),
+                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(prod, 10);
+        rd_kafka_poll(prod, 0);
+    }
+    int ok = rd_kafka_flush(prod, 300000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_destroy(prod);
+    double dt = bench_now() - t0;
+    fprintf(stderr, "bench: pre-loaded %zu events in %.1f s\n", b->n_msgs, dt);
+    json_object_set_new(bench_section(b), "preload", bench_rate(b->n_msgs, dt));
+    return ok ? 0 : -1;
+}
+
+static int bench_throughput(bench_ctx *b, bench_rt *rt, rd_kafka_t *rk) {
+    double t_exec = bench_now();
+    if (bench_rt_start(b, rt) != 0)
+        return -1;
+    double t0 = 0;
+    while (bench_now() - t_exec < 120 && bench_rt_alive(rt)) {
+        if (bench_file_has(rt->log, "started at")) {
+            t0 = bench_now();
+            break;
+        }
+        usleep(2000);
+    }
+    if (t0 == 0) {
+        fprintf(stderr, "bench: the runtime never started a task; see %s\n", rt->log);
+        return -1;
+    }
+    pid_t perf = b->perf_out ? bench_perf_start(b->perf_out, rt->pid) : 0;
+    double cpu0 = bench_proc_cpu(rt->pid);
+    long rss_peak = 0;
+    int rc = bench_wait_all(b, rk, rt, 120 + (double)b->n_msgs / 1000, &rss_peak);
+    double t1 = bench_now();
+    bench_perf_stop(perf);
+    if (rc != 0) {
+        fprintf(stderr, "bench: the stream was not processed in time; see %s\n", rt->log);
+        return -1;
+    }
+    double cpu = bench_proc_cpu(rt->pid) - cpu0;
+    json_t *tp = bench_rate(b->n_msgs, t1 - t0);
+    double per_s = json_real_value(json_object_get(tp, "per_s"));
+    json_object_set_new(tp, "startup_s", json_real(round((t0 - t_exec) * 1000) / 1000));
+    json_object_set_new(tp, "runtime_cpu_s", json_real(round(cpu * 100) / 100));
+    json_object_set_new(tp, "runtime_cpu_us_per_event",
+                        json_real(round(cpu * 1e6 / (double)b->n_msgs * 10) / 10));
+    json_object_set_new(tp, "rss_peak_mb", json_real(round((double)rss_peak / 1024 * 10) / 10));
+    json_object_set_new(tp, "rss_hwm_mb",
+                        json_real(round((double)bench_proc_kb(rt->pid, "VmHWM") / 1024 * 10) /
+                                  10));
+    double slow = json_real_value(json_object_get(
+        json_object_get(json_object_get(b->results, "components"), "slowest"), "per_s"));
+    json_object_set_new(tp, "of_slowest_component",
+                        json_real(slow > 0 ? round(per_s / slow * 1000) / 1000 : 0));
+    json_object_set_new(bench_section(b), "end_to_end", tp);
+    char note[160];
+    snprintf(note, sizeof(note), "%zu mixed events, first consume -> last commit (startup %.1f s)",
+             b->n_msgs, t0 - t_exec);
+    bench_row(b, "pipeline", "end_to_end", per_s, "events/s", note);
+    bench_row(b, "pipeline", "end_to_end_of_slowest_component", per_s / slow * 100, "%",
+              json_string_value(json_object_get(
+                  json_object_get(json_object_get(b->results, "components"), "slowest"),
+                  "name")));
+    bench_row(b, "pipeline", "runtime_cpu_per_event", cpu * 1e6 / (double)b->n_msgs, "us",
+              "user+system CPU of the runtime process");
+    bench_row(b, "pipeline", "runtime_rss_peak", (double)rss_peak / 1024, "MiB",
+              "sampled every ~50 ms during the run");
+    return 0;
+}
+
+/* ---- 2. latency ----------------------------------------------------------------- */
+
+typedef struct bench_lat {
+    redisContext *sub;
+    _Atomic int64_t *arrived_ns; /* per probe, 0 until its view is written */
+    size_t n;
+    atomic_size_t count;
+} bench_lat;
+
+static int64_t bench_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+#define BENCH_LAT_PREFIX "__keyspace@0__:storybook:book:lat-"
+
+static void *bench_lat_thread(void *arg) {
+    bench_lat *l = arg;
+    size_t plen = strlen(BENCH_LAT_PREFIX);
+    for (;;) {
+        redisReply *r = NULL;
+        if (redisGetReply(l->sub, (void **)&r) != REDIS_OK || !r)
+            break;
+        int stop = 0;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+            r->element[2]->type == REDIS_REPLY_STRING) {
+            int64_t t = bench_now_ns();
+            const char *ch = r->element[2]->str;
+            if (strncmp(ch, BENCH_LAT_PREFIX, plen) == 0) {
+                if (!strcmp(ch + plen, "stop")) {
+                    stop = 1;
+                } else {
+                    size_t i = strtoul(ch + plen, NULL, 10);
+                    int64_t zero = 0;
+                    if (i < l->n && atomic_compare_exchange_strong(&l->arrived_ns[i], &zero, t))
+                        atomic_fetch_add(&l->count, 1);
+                }
+            }
+        }
+        freeReplyObject(r);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+/* Encodes probe `i`: a new book of a new user, so its view appears once. */
+static int bench_probe(bench_ctx *b, ts_encoder *enc, size_t i, bench_msg *m) {
+    json_t *ev = json_pack("{s:{s:s%, s:s%, s:s%, s:s%, s:s}}", "BookCreated", "event_id", "", 0,
+                           "book_id", "", 0, "user_id", "", 0, "title", "", 0, "created_at",
+                           "2026-03-01T00:00:00.000Z");
+    char s[64];
+    json_t *body = json_object_get(ev, "BookCreated");
+    snprintf(s, sizeof(s), "lat-ev-%zu", i);
+    json_object_set_new(body, "event_id", json_string(s));
+    snprintf(s, sizeof(s), "lat-%zu", i);
+    json_object_set_new(body, "book_id", json_string(s));
+    snprintf(s, sizeof(s), "lat-user-%zu", i);
+    json_object_set_new(body, "user_id", json_string(s));
+    snprintf(s, sizeof(s), "Latency probe %zu", i);
+    json_object_set_new(body, "title", json_string(s));
+    char err[256];
+    int rc = ts_encoder_from_json(enc, ev, &m->val, &m->len, err, sizeof(err)) == TS_OK ? 0 : -1;
+    if (rc)
+        fprintf(stderr, "bench: probe: %s\n", err);
+    snprintf(s, sizeof(s), "lat-user-%zu", i);
+    m->key = strdup(s);
+    m->topic = "storybook.events";
+    json_decref(ev);
+    (void)b;
+    return rc;
+}
+
+static int bench_latency(bench_ctx *b) {
+    static const double rates[] = {1000, 10000, 50000};
+    double secs[] = {10, 10, 6};
+    if (b->short_mode) {
+        secs[0] = 2;
+        secs[1] = 1;
+        secs[2] = 0.4;
+    }
+    size_t total = 0, counts[3];
+    for (int r = 0; r < 3; r++)
+        total += counts[r] = (size_t)(rates[r] * secs[r]);
+
+    char err[256];
+    redisContext *cmd = ts_redis_connect_sync(b->redis_url, err, sizeof(err));
+    bench_lat l = {0};
+    l.sub = ts_redis_connect_sync(b->redis_url, err, sizeof(err));
+    if (!cmd || !l.sub) {
+        fprintf(stderr, "bench: redis: %s\n", err);
+        redisFree(cmd);
+        redisFree(l.sub);
+        return -1;
+    }
+    freeReplyObject(redisCommand(cmd, "CONFIG SET notify-keyspace-events K$g"));
+    redisReply *r = redisCommand(l.sub, "PSUBSCRIBE %s*", BENCH_LAT_PREFIX);
+    freeReplyObject(r);
+    l.n = total;
+    l.arrived_ns = calloc(total, sizeof(*l.arrived_ns));
+    int64_t *sent_ns = calloc(total, sizeof(*sent_ns));
+    bench_msg *probes = calloc(total, sizeof(*probes));
+    ts_encoder *enc = ts_encoder_create(b->schemas, "storybook.events");
+    int rc = enc ? 0 : -1;
+    for (size_t i = 0; i < total && rc == 0; i++)
+        rc = bench_probe(b, enc, i, &probes[i]);
+    ts_encoder_destroy(enc);
+    rd_kafka_t *prod = rc == 0 ? bench_producer(b, 1) : NULL;
+    pthread_t th;
+    int started = prod && pthread_create(&th, NULL, bench_lat_thread, &l) == 0;
+    if (!started)
+        rc = -1;
+
+    json_t *out = json_object();
+    size_t base = 0;
+    for (int ri = 0; ri < 3 && rc == 0; ri++) {
+        size_t n = counts[ri];
+        double t0 = bench_now();
+        for (size_t k = 0; k < n; k++) {
+            size_t i = base + k;
+            /* Paced on a schedule: never ahead of it, catching up if behind. */
+            double due = t0 + (double)k / rates[ri];
+            double wait = due - bench_now();
+            if (wait > 0.0005) {
+                struct timespec ts = {0, (long)(wait * 1e9)};
+                nanosleep(&ts, NULL);
+            }
+            sent_ns[i] = bench_now_ns();
+            while (rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(probes[i].topic),
+                                     RD_KAFKA_V_KEY(probes[i].key, strlen(probes[i].key)),
+                                     RD_KAFKA_V_VALUE(probes[i].val, probes[i].len),
+                                     RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                rd_kafka_poll(prod, 1);
+            rd_kafka_poll(prod, 0);
+        }
+        double produced = bench_now() - t0;
+        rd_kafka_flush(prod, 30000);
+        /* Wait for this rate's views (a backlog drains at the runtime's speed). */
+        size_t want = base + n;
+        double deadline = bench_now() + (b->short_mode ? 60 : 180);
+        while (atomic_load(&l.count) < want && bench_now() < deadline)
+            usleep(10000);
+        double *lat = malloc((n ? n : 1) * sizeof(*lat));
+        size_t got = 0;
+        for (size_t k = 0; k < n; k++) {
+            int64_t a = atomic_load(&l.arrived_ns[base + k]);
+            if (a)
+                lat[got++] = (double)(a - sent_ns[base + k]) / 1000.0;
+        }
+        json_t *p = bench_percentiles(lat, got);
+        free(lat);
+        json_object_set_new(p, "offered_per_s", json_real(rates[ri]));
+        json_object_set_new(p, "achieved_per_s", json_real(round((double)n / produced)));
+        json_object_set_new(p, "missing", json_integer((json_int_t)(n - got)));
+        char name[64], note[128];
+        snprintf(name, sizeof(name), "%.0f", rates[ri]);
+        json_object_set(out, name, p);
+        snprintf(note, sizeof(note),
+                 "%zu probes, %zu views never seen; p50 %.2f p95 %.2f max %.1f ms", n, n - got, json_real_value(json_object_get(p, "p50_ms")),
+                 json_real_value(json_object_get(p, "p95_ms")),
+                 json_real_value(json_object_get(p, "max_ms")));
+        snprintf(name, sizeof(name), "event_to_view_p99@%.0fk/s", rates[ri] / 1000);
+        bench_row(b, "latency", name, json_real_value(json_object_get(p, "p99_ms")), "ms", note);
+        snprintf(name, sizeof(name), "event_to_view_p99.9@%.0fk/s", rates[ri] / 1000);
+        bench_row(b, "latency", name, json_real_value(json_object_get(p, "p999_ms")), "ms", "");
+        json_decref(p);
+        base += n;
+    }
+    json_object_set_new(bench_section(b), "event_to_view_latency", out);
+
+    if (started) {
+        /* A publish on the watched pattern ends the subscriber. */
+        freeReplyObject(redisCommand(cmd, "PUBLISH %sstop end", BENCH_LAT_PREFIX));
+        pthread_join(th, NULL);
+    }
+    if (prod) {
+        rd_kafka_flush(prod, 10000);
+        rd_kafka_destroy(prod);
+    }
+    for (size_t i = 0; i < total; i++) {
+        free(probes[i].key);
+        free(probes[i].val);
+    }
+    free(probes);
+    free(sent_ns);
+    free(l.arrived_ns);
+    redisFree(l.sub);
+    redisFree(cmd);
+    return rc;
+}
+
+/* ---- 3. reads ------------------------------------------------------------------ */
+
+#define BENCH_READERS 4
+#define BENCH_SQL                                                                           \
+    "SELECT coalesce(json_agg(json_build_object('id', b.book_id, 'title', b.title, "       \
+    "'coverImageUrl', b.cover_image_url, 'pageCount', (SELECT count(*) FROM book_pages p " \
+    "WHERE p.book_id = b.book_id), 'createdAt', b.created_at, 'updatedAt', b.updated_at) " \
+    "ORDER BY b.created_at DESC), '[]') FROM books b WHERE b.user_id = $1 AND "            \
+    "b.deleted_at IS NULL"
+
+typedef struct bench_client {
+    bench_ctx *b;
+    int sql;
+    char **users;
+    size_t n_users;
+    double secs;
+    uint64_t rng;
+    double *lat; /* microseconds */
+    size_t n, cap;
+    size_t bytes, empty;
+    int failed;
+} bench_client;
+
+static void *bench_reader_thread(void *arg) {
+    bench_client *rd = arg;
+    char err[256];
+    redisContext *rc = NULL;
+    PGconn *pg = NULL;
+    if (rd->sql) {
+        pg = PQconnectdb(rd->b->pg);
+        PGresult *res = PQstatus(pg) == CONNECTION_OK ? PQprepare(pg, "list", BENCH_SQL, 1, NULL)
+                                                      : NULL;
+        if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "bench: reads: %s", PQerrorMessage(pg));
+            rd->failed = 1;
+        }
+        PQclear(res);
+    } else if (!(rc = ts_redis_connect_sync(rd->b->redis_url, err, sizeof(err)))) {
+        fprintf(stderr, "bench: reads: %s\n", err);
+        rd->failed = 1;
+    }
+    double end = bench_now() + rd->secs;
+    while (!rd->failed && bench_now() < end) {
+        rd->rng = rd->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        const char *user = rd->users[(rd->rng >> 33) % rd->n_users];
+        double t0 = bench_now();
+        if (rd->sql) {
+            PGresult *res = PQexecPrepared(pg, "list", 1, &user, NULL, NULL, 0);
+            if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+                rd->failed = 1;
+            } else {
+                size_t len = (size_t)PQgetlength(res, 0, 0);
+                rd->bytes += len;
+                rd->empty += len <= 2;
+            }
+            PQclear(res);
+        } else {
+            redisReply *r = redisCommand(rc, "GET storybook:books:%s", user);
+            if (!r || r->type == REDIS_REPLY_ERROR)
+                rd->failed = 1;
+            else if (r->type == REDIS_REPLY_STRING) {
+                rd->bytes += r->len;
+                rd->empty += r->len <= 2;
+            } else
+                rd->empty++;
+            freeReplyObject(r);
+        }
+        double us = (bench_now() - t0) * 1e6;
+        if (rd->n == rd->cap) {
+            rd->cap = rd->cap ? rd->cap * 2 : 65536;
+            rd->lat = realloc(rd->lat, rd->cap * sizeof(*rd->lat));
+        }
+        rd->lat[rd->n++] = us;
+    }
+    redisFree(rc);
+    PQfinish(pg);
+    return NULL;
+}
+
+static int bench_cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int bench_reads(bench_ctx *b) {
+    /* The stream's storybook users (their list views exist after the run). */
+    size_t n_users = 0, n_keys = 0;
+    char **users = calloc(b->n_msgs ? b->n_msgs : 1, sizeof(*users));
+    for (size_t i = 0; i < b->n_msgs; i++)
+        if (!strcmp(b->msgs[i].topic, "storybook.events"))
+            users[n_keys++] = b->msgs[i].key;
+    qsort(users, n_keys, sizeof(*users), bench_cmp_str);
+    for (size_t i = 0; i < n_keys; i++)
+        if (n_users == 0 || strcmp(users[n_users - 1], users[i]) != 0)
+            users[n_users++] = users[i];
+    json_t *out = json_object();
+    int rc = n_users ? 0 : -1;
+    for (int sql = 0; sql < 2 && rc == 0; sql++) {
+        bench_client rd[BENCH_READERS];
+        pthread_t th[BENCH_READERS];
+        memset(rd, 0, sizeof(rd));
+        for (int t = 0; t < BENCH_READERS; t++) {
+            rd[t] = (bench_client){.b = b, .sql = sql, .users = users, .n_users = n_users,
+                                   .secs = b->short_mode ? 1 : 10,
+                                   .rng = 7919u * (unsigned)(t + 1)};
+            pthread_create(&th[t], NULL, bench_reader_thread, &rd[t]);
+        }
+        size_t n = 0, bytes = 0, empty = 0;
+        for (int t = 0; t < BENCH_READERS; t++) {
+            pthread_join(th[t], NULL);
+            n += rd[t].n;
+            bytes += rd[t].bytes;
+            empty += rd[t].empty;
+            rc |= rd[t].failed ? -1 : 0;
+        }
+        double *lat = malloc((n ? n : 1) * sizeof(*lat));
+        size_t k = 0;
+        for (int t = 0; t < BENCH_READERS; t++) {
+            memcpy(lat + k, rd[t].lat, rd[t].n * sizeof(*lat));
+            k += rd[t].n;
+            free(rd[t].lat);
+        }
+        json_t *p = bench_percentiles(lat, n);
+        free(lat);
+        double ops = (double)n / rd[0].secs;
+        json_object_set_new(p, "ops_per_s", json_real(round(ops)));
+        json_object_set_new(p, "clients", json_integer(BENCH_READERS));
+        json_object_set_new(p, "users", json_integer((json_int_t)n_users));
+        json_object_set_new(p, "avg_bytes", json_real(n ? round((double)bytes / (double)n) : 0));
+        json_object_set_new(p, "empty", json_integer((json_int_t)empty));
+        const char *name = sql ? "sql_per_request" : "view_get";
+        char note[160];
+        snprintf(note, sizeof(note), "%d clients, %zu users, p50 %.3f p99 %.3f p99.9 %.3f ms",
+                 BENCH_READERS, n_users, json_real_value(json_object_get(p, "p50_ms")),
+                 json_real_value(json_object_get(p, "p99_ms")),
+                 json_real_value(json_object_get(p, "p999_ms")));
+        char row[64];
+        snprintf(row, sizeof(row), "%s_ops", name);
+        bench_row(b, "reads", row, ops, "ops/s", note);
+        snprintf(row, sizeof(row), "%s_p99", name);
+        bench_row(b, "reads", row, json_real_value(json_object_get(p, "p99_ms")), "ms",
+                  sql ? "book list by SQL (books + book_pages)" : "GET storybook:books:<user>");
+        json_object_set_new(out, name, p);
+    }
+    free(users);
+    json_object_set_new(bench_section(b), "reads", out);
+    return rc;
+}
+
+/* ---- 4. state size -------------------------------------------------------------- */
+
+/* Adds the bytes of every file under `path` to *bytes and notes the folder
+ * holding RocksDB's CURRENT file in db_dir. */
+static void bench_du(const char *path, size_t *bytes, char *db_dir, size_t cap) {
+    DIR *d = opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char sub[1024];
+        struct stat st;
+        snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+        if (lstat(sub, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            bench_du(sub, bytes, db_dir, cap);
+        } else if (S_ISREG(st.st_mode)) {
+            *bytes += (size_t)st.st_size;
+            if (!strcmp(de->d_name, "CURRENT"))
+                snprintf(db_dir, cap, "%s", path);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+static int bench_state_size(bench_ctx *b, bench_rt *rt) {
+    size_t bench_du_bytes = 0;
+    char bench_db_dir[512] = "";
+    bench_du(rt->state, &bench_du_bytes, bench_db_dir, sizeof(bench_db_dir));
+    if (!bench_db_dir[0]) {
+        fprintf(stderr, "bench: no RocksDB under %s\n", rt->state);
+        return -1;
+    }
+    rocksdb_options_t *opt = rocksdb_options_create();
+    char *errptr = NULL;
+    rocksdb_t *db = rocksdb_open_for_read_only(opt, bench_db_dir, 0, &errptr);
+    if (!db) {
+        fprintf(stderr, "bench: rocksdb %s: %s\n", bench_db_dir, errptr);
+        free(errptr);
+        rocksdb_options_destroy(opt);
+        return -1;
+    }
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    size_t keys = 0, kinds[256] = {0}, kv_bytes = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        rocksdb_iter_value(it, &vl);
+        kinds[(unsigned char)k[0]]++;
+        kv_bytes += kl + vl;
+        keys++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(opt);
+    double per_m = keys ? (double)bench_du_bytes / (double)keys * 1e6 / 1048576 : 0;
+    json_t *o = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "keys", (json_int_t)keys, "state_keys",
+        (json_int_t)kinds['S'], "view_mirror_keys", (json_int_t)(kinds['V'] + kinds['W']),
+        "disk_bytes", (json_int_t)bench_du_bytes, "logical_bytes", (json_int_t)kv_bytes,
+        "disk_mib_per_million_keys", round(per_m * 10) / 10, "logical_bytes_per_key",
+        keys ? round((double)kv_bytes / (double)keys) : 0);
+    json_object_set_new(bench_section(b), "state", o);
+    char note[160];
+    snprintf(note, sizeof(note), "%zu keys (%zu state, %zu view mirror), %.1f MiB on disk", keys,
+             kinds['S'], kinds['V'] + kinds['W'], (double)bench_du_bytes / 1048576);
+    bench_row(b, "size", "state_disk_per_million_keys", per_m, "MiB", note);
+    return 0;
+}
+
+int bench_pipeline(bench_ctx *b) {
+    fprintf(stderr, "bench: pipeline (runtime log in %s/runtime.log)\n", b->dir);
+    bench_rt rt = {0};
+    rd_kafka_t *rk = bench_reader(b);
+    int rc = rk ? bench_preload(b) : -1;
+    if (rc == 0)
+        rc = bench_throughput(b, &rt, rk);
+    if (rc == 0) {
+        fprintf(stderr, "bench: event->view latency\n");
+        rc = bench_latency(b);
+    }
+    if (rc == 0) {
+        fprintf(stderr, "bench: reads\n");
+        rc = bench_reads(b);
+    }
+    if (rc == 0 && bench_rt_alive(&rt)) {
+        json_object_set_new(bench_section(b), "rss_end_mb",
+                            json_real(round((double)bench_proc_kb(rt.pid, "VmRSS") / 1024)));
+        bench_row(b, "size", "runtime_rss_hwm", (double)bench_proc_kb(rt.pid, "VmHWM") / 1024,
+                  "MiB", "VmHWM of the runtime after all phases");
+    }
+    if (rt.pid > 0) {
+        int st = bench_rt_stop(&rt, SIGTERM);
+        if (st != 0)
+            fprintf(stderr, "bench: the runtime exited with %d on SIGTERM\n", st);
+    }
+    if (rc == 0)
+        rc = bench_state_size(b, &rt);
+    if (rk)
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return rc;
+}
