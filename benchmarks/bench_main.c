@@ -79,6 +79,7 @@ rd_kafka_t *bench_producer(bench_ctx *b, int linger_ms) {
     rd_kafka_conf_set(conf, "compression.type", "lz4", NULL, 0);
     rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", NULL, 0);
     rd_kafka_conf_set(conf, "batch.num.messages", "10000", NULL, 0);
+    ts_kconf_producer(conf, NULL, err, sizeof(err));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (!rk) {
         rd_kafka_conf_destroy(conf);

@@ -473,6 +473,8 @@ static ts_err ts_kafka_sink_conf(ts_kafka_sink *ks, const char *brokers,
     ts_err rc = TS_OK;
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]) && !rc; i++)
         rc = ts_kconf_default(conf, kafka_config, defaults[i][0], defaults[i][1], err, errlen);
+    if (!rc)
+        rc = ts_kconf_producer(conf, kafka_config, err, errlen);
     /* Idempotence is what makes a re-sent flush safe: not a user choice. */
     if (!rc)
         rc = ts_kconf_set(conf, "enable.idempotence", "true", err, errlen);

@@ -73,10 +73,6 @@ rd_kafka_conf_t *ts_kconf_create(const char *brokers, const json_t *kafka_config
     rd_kafka_conf_set_log_cb(conf, ts_kconf_log);
     if (brokers && *brokers && ts_kconf_set(conf, "bootstrap.servers", brokers, err, errlen))
         goto fail;
-    /* Every producer of the project partitions keys alike, and like Java
-     * clients do: a key must land in one partition whoever writes it. */
-    if (ts_kconf_set(conf, "partitioner", "murmur2_random", err, errlen))
-        goto fail;
     if (kafka_config) {
         const char *name;
         json_t *value;
@@ -97,4 +93,11 @@ rd_kafka_conf_t *ts_kconf_create(const char *brokers, const json_t *kafka_config
 fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+ts_err ts_kconf_producer(rd_kafka_conf_t *conf, const json_t *kafka_config, char *err,
+                         size_t errlen) {
+    /* Every producer of the project partitions keys alike, and like Java
+     * clients do: a key must land in one partition whoever writes it. */
+    return ts_kconf_default(conf, kafka_config, "partitioner", "murmur2_random", err, errlen);
 }

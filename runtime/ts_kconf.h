@@ -26,8 +26,6 @@
  *                      strings; integers, reals and booleans are turned into their
  *                      text for convenience. Anything else is an error.
  * @param err           on failure, a message naming the offending property.
- * Producers partition keys with murmur2_random (as Java clients do) unless
- * kafka_config says otherwise.
  * @returns a conf owned by the caller (consumed by rd_kafka_new on success,
  *          otherwise freed with rd_kafka_conf_destroy), or NULL on failure. */
 rd_kafka_conf_t *ts_kconf_create(const char *brokers, const json_t *kafka_config, char *err,
@@ -43,5 +41,10 @@ ts_err ts_kconf_set(rd_kafka_conf_t *conf, const char *name, const char *value, 
  * @returns TS_OK or TS_E_CONFIG. */
 ts_err ts_kconf_default(rd_kafka_conf_t *conf, const json_t *kafka_config, const char *name,
                         const char *value, char *err, size_t errlen);
+
+/** Applies what every producer of the project shares: keys partitioned with
+ * murmur2_random (as Java clients do), unless kafka_config says otherwise. */
+ts_err ts_kconf_producer(rd_kafka_conf_t *conf, const json_t *kafka_config, char *err,
+                         size_t errlen);
 
 #endif

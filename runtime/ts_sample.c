@@ -41,6 +41,10 @@ static ts_err ts_sample_producer_open(ts_sample_producer *sp, const ts_topology 
         rd_kafka_conf_destroy(conf);
         return TS_E_CONFIG;
     }
+    if (ts_kconf_producer(conf, topo->kafka_config, err, errlen) != TS_OK) {
+        rd_kafka_conf_destroy(conf);
+        return TS_E_CONFIG;
+    }
     rd_kafka_conf_set_opaque(conf, sp);
     rd_kafka_conf_set_dr_msg_cb(conf, ts_sample_delivered);
     char kerr[512];

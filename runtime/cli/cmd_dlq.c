@@ -191,7 +191,9 @@ static rd_kafka_t *ts_dlq_client(ts_dlq *dq, rd_kafka_type_t type, const char *b
     if (rc == TS_OK && type == RD_KAFKA_CONSUMER)
         rc = ts_kconf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
     if (rc == TS_OK && type == RD_KAFKA_PRODUCER) {
-        rc = ts_kconf_set(conf, "enable.idempotence", "true", err, sizeof(err));
+        rc = ts_kconf_producer(conf, dq->topo->kafka_config, err, sizeof(err));
+        if (rc == TS_OK)
+            rc = ts_kconf_set(conf, "enable.idempotence", "true", err, sizeof(err));
         if (rc == TS_OK)
             rc = ts_kconf_default(conf, dq->topo->kafka_config, "message.timeout.ms", "15000", err,
                                   sizeof(err));

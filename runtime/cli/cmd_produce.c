@@ -227,6 +227,11 @@ int ts_cli_produce(int argc, char **argv) {
             rd_kafka_conf_destroy(conf);
         goto out;
     }
+    if (ts_kconf_producer(conf, topo->kafka_config, err, sizeof(err)) != TS_OK) {
+        fprintf(stderr, "tastesync: %s\n", err);
+        rd_kafka_conf_destroy(conf);
+        goto out;
+    }
     rd_kafka_conf_set_opaque(conf, &pr);
     rd_kafka_conf_set_dr_msg_cb(conf, ts_produce_delivered);
     char kerr[512];

@@ -148,6 +148,7 @@ int ts_testpipe_start_opts(ts_testpipe *tp, const ts_testpipe_opts *opts) {
     if (!conf)
         return -1;
     rd_kafka_conf_set(conf, "linger.ms", "1", NULL, 0);
+    ts_kconf_producer(conf, NULL, err, sizeof(err));
     tp->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (!tp->producer)
         return -1;
