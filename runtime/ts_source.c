@@ -117,6 +117,18 @@ static void ts_source_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ts_log_info("source", "assigned %d partitions (%s), %d of them held while restoring",
                     take->cnt, cooperative ? "cooperative" : "eager", later);
         ts_source_apply(src, rk, take, cooperative, 1);
+        /* librdkafka keeps a partition's pause across an unassign and a new
+         * assignment: one held or paused for backpressure before a rebalance
+         * would stay silent forever. Resume what is not held now. */
+        rd_kafka_topic_partition_list_t *go = rd_kafka_topic_partition_list_new(take->cnt);
+        for (int i = 0; i < take->cnt; i++)
+            if (!rd_kafka_topic_partition_list_find(held, take->elems[i].topic,
+                                                    take->elems[i].partition))
+                rd_kafka_topic_partition_list_add(go, take->elems[i].topic,
+                                                  take->elems[i].partition);
+        if (go->cnt > 0)
+            rd_kafka_resume_partitions(rk, go);
+        rd_kafka_topic_partition_list_destroy(go);
         if (held->cnt > 0)
             rd_kafka_pause_partitions(rk, held);
         rd_kafka_topic_partition_list_destroy(held);
