@@ -46,8 +46,12 @@ static size_t ts_log_escape(char *out, size_t cap, size_t at, const char *s) {
 }
 
 void ts_log(ts_log_level level, const char *comp, const char *fmt, ...) {
-    if (ts_log_level_min < 0)
+    if (ts_log_level_min < 0) {
         ts_log_level_min = ts_log_level_from_env();
+        const char *format = getenv("TASTESYNC_LOG_FORMAT");
+        if (format && strcasecmp(format, "json") == 0)
+            ts_log_json_lines = 1;
+    }
     if ((int)level < ts_log_level_min)
         return;
 

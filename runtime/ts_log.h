@@ -19,7 +19,8 @@ typedef enum ts_log_level {
 /** Sets the lowest level printed (default INFO; env TASTESYNC_LOG_LEVEL). */
 void ts_log_set_level(ts_log_level level);
 
-/** Chooses JSON lines (non-zero) or key=value lines (zero, the default). */
+/** Chooses JSON lines (non-zero) or key=value lines (zero, the default; env
+ * TASTESYNC_LOG_FORMAT=json chooses JSON). */
 void ts_log_set_json(int json);
 
 /** Writes one log line. `comp` names the component and instance, e.g. "task storybook.events/3". */
