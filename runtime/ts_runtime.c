@@ -42,7 +42,6 @@ typedef struct ts_runtime_proc {
     ts_task_spec spec;
     char *dlq_topic;
     char *changelog_topic; /* <group>-<processor>-changelog */
-    int partitions;        /* of the input (and the changelog) */
 } ts_runtime_proc;
 
 /* A partition whose state is being restored before its task starts. */
