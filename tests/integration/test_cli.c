@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "ts_testpipe.h"
@@ -295,4 +296,33 @@ Test(cli, dlq_list_and_redrive) {
     for (const char *p = out; (p = strstr(p, "k-raw")); p++)
         raw++;
     cr_assert_eq(raw, 2, "%s", out);
+}
+
+Test(cli, status_shows_the_running_instance_and_its_progress) {
+    char out[16384], group[64];
+    /* The group is the pipeline's (the runtime got it by environment). */
+    snprintf(group, sizeof(group), "test-%ld", (long)getpid());
+    setenv("TASTESYNC_GROUP", group, 1);
+    cr_assert_eq(cli(out, sizeof(out), NULL, "produce storybook.events '%s' -c %s",
+                     BOOK("b-owl", "u-bo", "\"The Owl\""), TOPOLOGY),
+                 0, "%s", out);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, "storybook.events", 30), 0, "see %s", tp.log);
+    /* Instances publish their status every second. */
+    int rc = 1;
+    for (int i = 0; i < 50 && rc != 0; i++) {
+        rc = cli(out, sizeof(out), NULL, "status %s", TOPOLOGY);
+        if (rc != 0 || !strstr(out, "storybook/"))
+            usleep(200000);
+    }
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "1 running instance"), "%s", out);
+    cr_assert(strstr(out, "storybook/"), "%s", out);
+    cr_assert(strstr(out, "running"), "%s", out);
+
+    /* Once the runtime stops, its status expires and status says so. */
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+    sleep(6);
+    cr_assert_eq(cli(out, sizeof(out), NULL, "status %s", TOPOLOGY), 1, "%s", out);
+    cr_assert(strstr(out, "0 running instances"), "%s", out);
+    unsetenv("TASTESYNC_GROUP");
 }
