@@ -10,6 +10,7 @@
  */
 #include "ts_driver.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,6 +550,17 @@ ts_err ts_driver_send(ts_driver *d, const char *json_event) {
     free(key);
     free(bytes);
     return err;
+}
+
+ts_err ts_driver_sendf(ts_driver *d, int *counter, const char *type, const char *fields_fmt, ...) {
+    char fields[4096], json[4400];
+    va_list ap;
+    va_start(ap, fields_fmt);
+    vsnprintf(fields, sizeof(fields), fields_fmt, ap);
+    va_end(ap);
+    snprintf(json, sizeof(json), "{\"%s\": {\"event_id\": \"e%d\", %s}}", type, ++*counter,
+             fields);
+    return ts_driver_send(d, json);
 }
 
 ts_err ts_driver_send_bytes(ts_driver *d, const char *key, const void *bytes, size_t len) {

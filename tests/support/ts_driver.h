@@ -56,6 +56,12 @@ void ts_driver_set_time(ts_driver *d, int64_t timestamp_ms);
 ts_err ts_driver_send(ts_driver *d, const char *json_event);
 /** @returns the reason of the last rejected (or unencodable) event, "" if none;
  * borrowed until the next send. */
+/** Sends `{"<type>": {"event_id": "e<n>", <fields>}}`, the fields formatted
+ * printf-style, n = ++*counter (a counter the caller owns, so several drivers
+ * can replay the same event ids). */
+ts_err ts_driver_sendf(ts_driver *d, int *counter, const char *type, const char *fields_fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /** Like ts_driver_send, with the message value as framed Avro bytes (as the
  * runtime receives it) and the message key (may be NULL). Undecodable bytes
  * give TS_E_DECODE with the reason in ts_driver_last_reason. */

@@ -3,12 +3,11 @@
  * CustomerIdentified + StoreVisit), stage `customer` (customer view and rows)
  * and stage `store` (presence and traffic views), and the three chained. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ts_driver.h"
+#include "ts_driver_check.h"
 
 extern const ts_processor_def ts_processor_beacon;
 extern const ts_processor_def ts_processor_customer;
@@ -87,25 +86,6 @@ static ts_err identified(ts_driver *d, const char *eid, const char *customer, co
              "\"confidence\": %.2f, \"detected_at\": \"%s\", \"identified_at\": \"%s\"}}",
              eid, customer, store, confidence, at, at);
     return ts_driver_send(d, json);
-}
-
-#define ok(expr)                                                                                \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_OK, "%s -> %s (%s)", #expr, ts_err_name(err_),                    \
-                     ts_driver_last_reason(drv));                                               \
-    } while (0)
-
-#define rejected(expr, needle)                                                                  \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_E_REJECT, "%s -> %s, expected REJECT", #expr, ts_err_name(err_)); \
-        cr_assert(strstr(ts_driver_last_reason(drv), needle), "reason '%s' lacks '%s'",         \
-                  ts_driver_last_reason(drv), needle);                                          \
-    } while (0)
-
-static const char *sfield(const json_t *obj, const char *field) {
-    return json_string_value(json_object_get(obj, field));
 }
 
 /* The i-th event emitted to `topic`'s value; *key set to its key. New reference. */

@@ -2,12 +2,11 @@
  * one test per rule, run through the in-memory test driver: views, rows,
  * emitted results and alerts, rejects with their reasons, the invariants. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ts_driver.h"
+#include "ts_driver_check.h"
 
 extern const ts_processor_def ts_processor_inventory;
 
@@ -33,17 +32,7 @@ static void teardown(void) { ts_driver_destroy(drv); }
 
 TestSuite(inventory, .init = setup, .fini = teardown);
 
-/* Sends `{"<type>": {"event_id": "e<n>", <fields>}}` to `d`. */
-static ts_err send_to(ts_driver *d, const char *type, const char *fields_fmt, ...) {
-    char fields[1024], json[1200];
-    va_list ap;
-    va_start(ap, fields_fmt);
-    vsnprintf(fields, sizeof(fields), fields_fmt, ap);
-    va_end(ap);
-    snprintf(json, sizeof(json), "{\"%s\": {\"event_id\": \"e%d\", %s}}", type, ++next_event_id,
-             fields);
-    return ts_driver_send(d, json);
-}
+#define send_to(d, ...) ts_driver_sendf((d), &next_event_id, __VA_ARGS__)
 
 static ts_err created_on(ts_driver *d, const char *product, long long price, int stock) {
     return send_to(d, "ProductCreated",
@@ -82,29 +71,6 @@ static ts_err purchase_on(ts_driver *d, const char *purchase, const char *user, 
 static ts_err purchase(const char *purchase_id, const char *user, const char *product,
                        int quantity, int sec) {
     return purchase_on(drv, purchase_id, user, product, quantity, sec);
-}
-
-#define ok(expr)                                                                                \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_OK, "%s -> %s (%s)", #expr, ts_err_name(err_),                    \
-                     ts_driver_last_reason(drv));                                               \
-    } while (0)
-
-#define rejected(expr, needle)                                                                  \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_E_REJECT, "%s -> %s, expected REJECT", #expr, ts_err_name(err_)); \
-        cr_assert(strstr(ts_driver_last_reason(drv), needle), "reason '%s' lacks '%s'",         \
-                  ts_driver_last_reason(drv), needle);                                          \
-    } while (0)
-
-static const char *sfield(const json_t *obj, const char *field) {
-    return json_string_value(json_object_get(obj, field));
-}
-
-static json_int_t ifield(const json_t *obj, const char *field) {
-    return json_integer_value(json_object_get(obj, field));
 }
 
 static const char *stock_of(const char *product) {

@@ -2,12 +2,11 @@
  * run through the in-memory test driver, plus the driver's own guarantees
  * (a rejected event is undone inside a batch, batching does not change results). */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ts_ctx.h"
-#include "ts_driver.h"
+#include "ts_driver_check.h"
 
 extern const ts_processor_def ts_processor_storybook;
 
@@ -30,17 +29,7 @@ static void teardown(void) { ts_driver_destroy(drv); }
 
 TestSuite(storybook, .init = setup, .fini = teardown);
 
-/* Sends `{"<type>": {"event_id": ..., <fields>}}` to `d`. */
-static ts_err send_to(ts_driver *d, const char *type, const char *fields_fmt, ...) {
-    char fields[1024], json[1200];
-    va_list ap;
-    va_start(ap, fields_fmt);
-    vsnprintf(fields, sizeof(fields), fields_fmt, ap);
-    va_end(ap);
-    snprintf(json, sizeof(json), "{\"%s\": {\"event_id\": \"e%d\", %s}}", type, ++next_event_id,
-             fields);
-    return ts_driver_send(d, json);
-}
+#define send_to(d, ...) ts_driver_sendf((d), &next_event_id, __VA_ARGS__)
 
 static ts_err created_on(ts_driver *d, const char *book, const char *user, const char *title,
                          const char *at) {
@@ -88,21 +77,6 @@ static ts_err updated(const char *book, const char *user, const char *title_json
                    book, user, title_json, cover_json, at);
 }
 
-#define ok(expr)                                                                                \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_OK, "%s -> %s (%s)", #expr, ts_err_name(err_),                    \
-                     ts_driver_last_reason(drv));                                               \
-    } while (0)
-
-#define rejected(expr, needle)                                                                  \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_E_REJECT, "%s -> %s, expected REJECT", #expr, ts_err_name(err_)); \
-        cr_assert(strstr(ts_driver_last_reason(drv), needle), "reason '%s' lacks '%s'",         \
-                  ts_driver_last_reason(drv), needle);                                          \
-    } while (0)
-
 static json_t *book_view(const char *book) {
     char key[128];
     snprintf(key, sizeof(key), "storybook:book:%s", book);
@@ -113,14 +87,6 @@ static json_t *list_view(const char *user) {
     char key[128];
     snprintf(key, sizeof(key), "storybook:books:%s", user);
     return ts_driver_view_json(drv, key);
-}
-
-static const char *sfield(const json_t *obj, const char *field) {
-    return json_string_value(json_object_get(obj, field));
-}
-
-static json_int_t ifield(const json_t *obj, const char *field) {
-    return json_integer_value(json_object_get(obj, field));
 }
 
 /* Every view, row and state key of `d`, as one JSON document, to compare worlds. */

@@ -2,12 +2,11 @@
  * through the in-memory test driver, one test per rule, plus its parameters
  * and the preferences:options view written by its setup hook. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ts_ctx.h"
-#include "ts_driver.h"
+#include "ts_driver_check.h"
 #include "ts_topology.h"
 
 extern const ts_processor_def ts_processor_user;
@@ -42,17 +41,7 @@ static void teardown(void) { ts_driver_destroy(drv); }
 
 TestSuite(user, .init = setup, .fini = teardown);
 
-/* Sends `{"<type>": {"event_id": "e<n>", <fields>}}` to `d`. */
-static ts_err send_to(ts_driver *d, const char *type, const char *fields_fmt, ...) {
-    char fields[2048], json[2200];
-    va_list ap;
-    va_start(ap, fields_fmt);
-    vsnprintf(fields, sizeof(fields), fields_fmt, ap);
-    va_end(ap);
-    snprintf(json, sizeof(json), "{\"%s\": {\"event_id\": \"e%d\", %s}}", type, ++next_event_id,
-             fields);
-    return ts_driver_send(d, json);
-}
+#define send_to(d, ...) ts_driver_sendf((d), &next_event_id, __VA_ARGS__)
 
 static ts_err registered_on(ts_driver *d, const char *user, const char *email, const char *at) {
     return send_to(d, "UserRegistered",
@@ -90,33 +79,10 @@ static ts_err deleted_on(ts_driver *d, const char *user, const char *at) {
 }
 static ts_err deleted(const char *user, const char *at) { return deleted_on(drv, user, at); }
 
-#define ok(expr)                                                                                \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_OK, "%s -> %s (%s)", #expr, ts_err_name(err_),                    \
-                     ts_driver_last_reason(drv));                                               \
-    } while (0)
-
-#define rejected(expr, needle)                                                                  \
-    do {                                                                                        \
-        ts_err err_ = (expr);                                                                   \
-        cr_assert_eq(err_, TS_E_REJECT, "%s -> %s, expected REJECT", #expr, ts_err_name(err_)); \
-        cr_assert(strstr(ts_driver_last_reason(drv), needle), "reason '%s' lacks '%s'",         \
-                  ts_driver_last_reason(drv), needle);                                          \
-    } while (0)
-
 static json_t *view(const char *prefix, const char *user) {
     char key[128];
     snprintf(key, sizeof(key), "%s%s", prefix, user);
     return ts_driver_view_json(drv, key);
-}
-
-static const char *sfield(const json_t *obj, const char *field) {
-    return json_string_value(json_object_get(obj, field));
-}
-
-static json_int_t ifield(const json_t *obj, const char *field) {
-    return json_integer_value(json_object_get(obj, field));
 }
 
 /* Asserts that `value` equals the JSON text `expected`. */
