@@ -38,6 +38,7 @@
 #include "bench.h"
 #include "ts_kconf.h"
 #include "ts_redis_url.h"
+#include "ts_testpipe.h"
 
 typedef struct bench_rt {
     pid_t pid;
@@ -171,18 +172,9 @@ static rd_kafka_t *bench_reader(bench_ctx *b) {
 /* @returns 1 when every partition of `topic` is committed up to its end. */
 static int bench_committed(bench_ctx *b, rd_kafka_t *rk, const char *topic) {
     const ts_topic_conf *tc = ts_topology_topic(b->topo, topic);
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(tc->partitions);
-    for (int p = 0; p < tc->partitions; p++)
-        rd_kafka_topic_partition_list_add(parts, topic, p);
-    int done = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int p = 0; done && p < tc->partitions; p++) {
-        int64_t low = 0, high = 0;
-        if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, 5000))
-            done = 0;
-        else if (high > 0 && parts->elems[p].offset < high)
-            done = 0;
-    }
-    rd_kafka_topic_partition_list_destroy(parts);
+    int64_t committed, end;
+    int done = 0;
+    ts_testpipe_group_progress(rk, topic, tc->partitions, &committed, &end, &done);
     return done;
 }
 

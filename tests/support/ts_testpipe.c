@@ -269,6 +269,32 @@ static rd_kafka_t *ts_testpipe_reader(ts_testpipe *tp) {
     return tp->reader;
 }
 
+int ts_testpipe_group_progress(rd_kafka_t *rk, const char *topic, int partitions,
+                               int64_t *committed, int64_t *end, int *done) {
+    *committed = *end = 0;
+    *done = 0;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p);
+    int rc = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+    int all = rc == 0;
+    for (int p = 0; rc == 0 && p < partitions; p++) {
+        int64_t low = 0, high = 0;
+        if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, 5000)) {
+            rc = -1;
+            break;
+        }
+        *end += high;
+        if (parts->elems[p].offset > 0)
+            *committed += parts->elems[p].offset;
+        if (high > 0 && parts->elems[p].offset < high)
+            all = 0;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    *done = rc == 0 && all;
+    return rc;
+}
+
 int ts_testpipe_wait_committed(ts_testpipe *tp, const char *topic, double seconds) {
     const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
     rd_kafka_t *rk = ts_testpipe_reader(tp);
@@ -277,18 +303,9 @@ int ts_testpipe_wait_committed(ts_testpipe *tp, const char *topic, double second
     double deadline = ts_testpipe_now() + ts_testenv_timeout(seconds);
     int rc = -1;
     while (ts_testpipe_now() < deadline) {
-        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(tc->partitions);
-        for (int p = 0; p < tc->partitions; p++)
-            rd_kafka_topic_partition_list_add(parts, topic, p);
-        int done = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR;
-        for (int p = 0; done && p < tc->partitions; p++) {
-            int64_t low = 0, high = 0;
-            if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, 5000))
-                done = 0;
-            else if (high > 0 && parts->elems[p].offset < high)
-                done = 0;
-        }
-        rd_kafka_topic_partition_list_destroy(parts);
+        int64_t committed, end;
+        int done = 0;
+        ts_testpipe_group_progress(rk, topic, tc->partitions, &committed, &end, &done);
         if (done) {
             rc = 0;
             break;
@@ -442,26 +459,13 @@ int ts_testpipe_pg_start(ts_testpipe *tp) {
 }
 
 int ts_testpipe_progress(ts_testpipe *tp, const char *topic, int64_t *committed, int64_t *end) {
-    *committed = 0;
-    *end = 0;
     const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
     rd_kafka_t *rk = ts_testpipe_reader(tp);
+    int done;
+    *committed = *end = 0;
     if (!tc || !rk)
         return -1;
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(tc->partitions);
-    for (int p = 0; p < tc->partitions; p++)
-        rd_kafka_topic_partition_list_add(parts, topic, p);
-    int rc = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
-    for (int p = 0; rc == 0 && p < tc->partitions; p++) {
-        int64_t low = 0, high = 0;
-        if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, 5000))
-            rc = -1;
-        *end += high;
-        if (parts->elems[p].offset > 0)
-            *committed += parts->elems[p].offset;
-    }
-    rd_kafka_topic_partition_list_destroy(parts);
-    return rc;
+    return ts_testpipe_group_progress(rk, topic, tc->partitions, committed, end, &done);
 }
 
 long ts_testpipe_runtime_rss_kib(const ts_testpipe *tp) {

@@ -86,6 +86,12 @@ int ts_testpipe_produce_raw(ts_testpipe *tp, const char *topic, const char *key,
 /** Waits until every partition of `topic` is committed by the runtime's group up
  * to its end. @returns 0, or -1 after `seconds` (scaled). */
 int ts_testpipe_wait_committed(ts_testpipe *tp, const char *topic, double seconds);
+/** With `rk` a consumer of the group (never joined): sums over the topic's
+ * `partitions` the committed offsets and the end offsets, and sets *done when
+ * every non-empty partition is committed to its end. @returns 0, or -1 when
+ * Kafka did not answer. */
+int ts_testpipe_group_progress(rd_kafka_t *rk, const char *topic, int partitions,
+                               int64_t *committed, int64_t *end, int *done);
 /** Reads every record of `topic` (all partitions, from the start to the end at
  * call time) into a new array. *n is set. Free with ts_testpipe_records_free. */
 rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, size_t *n);
