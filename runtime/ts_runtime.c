@@ -410,20 +410,27 @@ static void ts_runtime_on_sink_closed(void *arg) {
     rt->sinks_open--;
 }
 
+/* Leaves the group, closes the sinks and every handle of the runtime; the
+ * loop ends once their close callbacks have run. Safe to call twice, and on a
+ * runtime whose create failed half-way. */
 static void ts_runtime_close_all(ts_runtime *rt) {
+    if (rt->closing)
+        return;
     rt->closing = 1;
-    ts_log_info("runtime", "leaving the group and closing");
     if (rt->source) {
+        ts_log_info("runtime", "leaving the group and closing");
         ts_source_close(rt->source); /* revocations free the idle tasks */
         rt->source = NULL;
     }
     for (size_t i = 0; i < rt->n_sinks; i++)
         rt->sinks[i].ops->close(rt->sinks[i].impl, ts_runtime_on_sink_closed, rt);
     rt->n_sinks = 0;
-    uv_close((uv_handle_t *)&rt->work, ts_runtime_on_handle_closed);
-    uv_close((uv_handle_t *)&rt->tick, ts_runtime_on_handle_closed);
-    uv_close((uv_handle_t *)&rt->sigint, ts_runtime_on_handle_closed);
-    uv_close((uv_handle_t *)&rt->sigterm, ts_runtime_on_handle_closed);
+    if (rt->handles_ready) {
+        uv_close((uv_handle_t *)&rt->work, ts_runtime_on_handle_closed);
+        uv_close((uv_handle_t *)&rt->tick, ts_runtime_on_handle_closed);
+        uv_close((uv_handle_t *)&rt->sigint, ts_runtime_on_handle_closed);
+        uv_close((uv_handle_t *)&rt->sigterm, ts_runtime_on_handle_closed);
+    }
 }
 
 static int64_t ts_runtime_wall_ms(void) {
@@ -924,31 +931,15 @@ ts_err ts_runtime_run(ts_runtime *rt) {
     return rt->exit_err;
 }
 
-/* Closes handles of a runtime that never ran (a failed create), so the loop
- * can be closed. */
-static void ts_runtime_close_unrun(ts_runtime *rt) {
-    if (rt->source) {
-        ts_source_close(rt->source);
-        rt->source = NULL;
-    }
-    for (size_t i = 0; i < rt->n_sinks; i++)
-        rt->sinks[i].ops->close(rt->sinks[i].impl, ts_runtime_on_sink_closed, rt);
-    rt->n_sinks = 0;
-    if (rt->handles_ready && !rt->closing) {
-        uv_close((uv_handle_t *)&rt->work, ts_runtime_on_handle_closed);
-        uv_close((uv_handle_t *)&rt->tick, ts_runtime_on_handle_closed);
-        uv_close((uv_handle_t *)&rt->sigint, ts_runtime_on_handle_closed);
-        uv_close((uv_handle_t *)&rt->sigterm, ts_runtime_on_handle_closed);
-    }
-    rt->closing = 1;
-    uv_run(&rt->loop, UV_RUN_DEFAULT);
-}
 
 void ts_runtime_destroy(ts_runtime *rt) {
     if (!rt)
         return;
     if (rt->loop_ready) {
-        ts_runtime_close_unrun(rt);
+        /* After a clean stop this finds nothing left; after a failed create
+         * it closes what was opened. */
+        ts_runtime_close_all(rt);
+        uv_run(&rt->loop, UV_RUN_DEFAULT);
         if (uv_loop_close(&rt->loop) != 0)
             ts_log_warn("runtime", "loop closed with handles still open");
     }
