@@ -90,15 +90,13 @@ static ts_err ts_sample_send(ts_sample_producer *sp, const char *topic, const ch
     }
 }
 
-static ts_err ts_sample_file(ts_sample_producer *sp, const ts_topology *topo, ts_encoder *enc,
-                             const ts_topic_conf *tc, const char *path, size_t *produced,
-                             char *err, size_t errlen) {
+static ts_err ts_sample_file(ts_sample_producer *sp, ts_encoder *enc, const ts_topic_conf *tc,
+                             const char *path, size_t *produced, char *err, size_t errlen) {
     FILE *in = fopen(path, "r");
     if (!in) {
         snprintf(err, errlen, "%s: cannot open", path);
         return TS_E_IO;
     }
-    (void)topo;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -160,7 +158,7 @@ ts_err ts_sample_produce_file(const ts_topology *topo, const char *brokers, cons
         snprintf(err, errlen, "schema subject %s unknown", tc->schema);
         rc = TS_E_CONFIG;
     } else if ((rc = ts_sample_producer_open(&sp, topo, brokers, err, errlen)) == TS_OK) {
-        rc = ts_sample_file(&sp, topo, enc, tc, path, produced, err, errlen);
+        rc = ts_sample_file(&sp, enc, tc, path, produced, err, errlen);
         char cerr[256];
         ts_err crc = ts_sample_producer_close(&sp, cerr, sizeof(cerr));
         if (rc == TS_OK && crc != TS_OK) {

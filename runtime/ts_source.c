@@ -333,17 +333,16 @@ fail:
     return TS_E_IO;
 }
 
-static void ts_source_partition_list(ts_source *src, const char *topic, int32_t partition,
-                                     int64_t offset,
-                                     rd_kafka_topic_partition_list_t **out) {
-    (void)src;
-    *out = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(*out, topic, partition)->offset = offset;
+/* A list of one partition, for the librdkafka calls that take lists. */
+static rd_kafka_topic_partition_list_t *ts_source_one(const char *topic, int32_t partition,
+                                                      int64_t offset) {
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, topic, partition)->offset = offset;
+    return parts;
 }
 
 void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int64_t offset) {
-    rd_kafka_topic_partition_list_t *parts;
-    ts_source_partition_list(src, topic, partition, offset, &parts);
+    rd_kafka_topic_partition_list_t *parts = ts_source_one(topic, partition, offset);
     /* Records fetched while it was held were dropped: start over from the
      * handler's position (asynchronously), then fetch again. */
     rd_kafka_error_t *e = rd_kafka_seek_partitions(src->rk, parts, 0);
@@ -357,8 +356,7 @@ void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int6
 }
 
 void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int pause) {
-    rd_kafka_topic_partition_list_t *parts;
-    ts_source_partition_list(src, topic, partition, RD_KAFKA_OFFSET_INVALID, &parts);
+    rd_kafka_topic_partition_list_t *parts = ts_source_one(topic, partition, RD_KAFKA_OFFSET_INVALID);
     if (pause)
         rd_kafka_pause_partitions(src->rk, parts);
     else
@@ -367,8 +365,7 @@ void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int p
 }
 
 void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset) {
-    rd_kafka_topic_partition_list_t *parts;
-    ts_source_partition_list(src, topic, partition, next_offset, &parts);
+    rd_kafka_topic_partition_list_t *parts = ts_source_one(topic, partition, next_offset);
     rd_kafka_commit(src->rk, parts, 1);
     rd_kafka_topic_partition_list_destroy(parts);
 }
