@@ -6,7 +6,8 @@
  * and ts_ctx_event_end; a rejected event's state writes and effects are undone
  * there. The owner (a task, or the test driver) reads the batch's state writes
  * with ts_ctx_writes_foreach to make them durable, then calls
- * ts_ctx_writes_clear.
+ * ts_ctx_writes_done, after which they serve as a cache of hot keys. The owner
+ * must be the only writer of the backend while the context lives.
  *
  * Threading: one thread at a time (the task's).
  */
@@ -42,14 +43,23 @@ void ts_ctx_event_begin(ts_ctx *ctx, const ts_event *ev);
  * write failed during the event (which the processor cannot hide). */
 ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason);
 
-/** Calls `fn` for each key the batch wrote (val NULL = deleted). */
-void ts_ctx_writes_foreach(ts_ctx *ctx,
-                           void (*fn)(void *arg, const char *key, size_t klen, const char *val,
-                                      size_t vlen),
-                           void *arg);
+/** Calls `fn` for each key the batch wrote (val NULL = deleted), serializing
+ * the JSON documents written first. @returns TS_E_NOMEM when one could not be
+ * serialized (nothing is durable then: the batch must be abandoned). */
+ts_err ts_ctx_writes_foreach(ts_ctx *ctx,
+                             void (*fn)(void *arg, const char *key, size_t klen,
+                                        const char *val, size_t vlen),
+                             void *arg);
 /** Number of keys the batch wrote. */
 size_t ts_ctx_writes_count(const ts_ctx *ctx);
-/** Forgets the batch's writes (after they are durable) and the read cache. */
+/** The batch's writes are durable: they stay as clean entries in the context's
+ * cache of hot keys (bounded; the oldest go first). */
+void ts_ctx_writes_done(ts_ctx *ctx);
+/** Forgets the batch's writes (the batch is abandoned) and the whole cache. */
 void ts_ctx_writes_clear(ts_ctx *ctx);
+/** Keys of `store` stay in the context for one batch only: for write-once data
+ * that is rarely read again (e.g. the ids of events already applied). At most
+ * 4 stores. */
+ts_err ts_ctx_set_uncached(ts_ctx *ctx, const char *store);
 
 #endif

@@ -74,6 +74,11 @@ size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind);
 
 /** Serializes the live effects into a new malloc'ed blob (*out, *len). */
 ts_err ts_effects_encode(const ts_effects *effs, char **out, size_t *len);
+/** Extends `*blob` (made by ts_effects_encode of this list, or by the caller
+ * around such a blob, malloc'ed; realloc'ed here) with the live effects from
+ * index `from` on, as if the whole list were encoded now. Only right when the
+ * effects added since `from` superseded none before it (e.g. only EMITs). */
+ts_err ts_effects_encode_more(const ts_effects *effs, size_t from, char **blob, size_t *len);
 /** Appends the effects of a blob made by ts_effects_encode. TS_E_DECODE if malformed. */
 ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len);
 

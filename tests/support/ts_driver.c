@@ -497,8 +497,9 @@ static void ts_driver_batch_open(ts_driver *d) {
 
 static ts_err ts_driver_apply(ts_driver *d) {
     ts_err result = TS_OK;
-    ts_ctx_writes_foreach(d->ctx, ts_driver_state_write, d);
-    ts_ctx_writes_clear(d->ctx);
+    if (ts_ctx_writes_foreach(d->ctx, ts_driver_state_write, d) != TS_OK)
+        return TS_E_NOMEM;
+    ts_ctx_writes_done(d->ctx);
     for (size_t i = 0; i < ts_effects_count(d->effs); i++) {
         const ts_effect *eff = ts_effects_at(d->effs, i);
         if (eff->dead)

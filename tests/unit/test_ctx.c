@@ -1,0 +1,195 @@
+/* test_ctx.c - the processor context's state: overlays, rejection, and the
+ * cache of hot keys that outlives a batch (ts_ctx.c). */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_ctx.h"
+
+/* A backend of at most 16 keys that counts its reads. */
+typedef struct fake_store {
+    char *keys[16], *vals[16];
+    size_t n, gets;
+} fake_store;
+
+static ts_err fake_get(void *impl, const char *key, size_t klen, char **val, size_t *vlen) {
+    fake_store *fs = impl;
+    fs->gets++;
+    for (size_t i = 0; i < fs->n; i++) {
+        if (strlen(fs->keys[i]) == klen && memcmp(fs->keys[i], key, klen) == 0) {
+            if (!fs->vals[i])
+                return TS_E_NOTFOUND;
+            *vlen = strlen(fs->vals[i]);
+            *val = strdup(fs->vals[i]);
+            return TS_OK;
+        }
+    }
+    return TS_E_NOTFOUND;
+}
+
+static void fake_write(void *arg, const char *key, size_t klen, const char *val, size_t vlen) {
+    fake_store *fs = arg;
+    size_t i = 0;
+    while (i < fs->n && !(strlen(fs->keys[i]) == klen && memcmp(fs->keys[i], key, klen) == 0))
+        i++;
+    if (i == fs->n)
+        fs->keys[fs->n++] = strndup(key, klen);
+    free(fs->vals[i]);
+    fs->vals[i] = val ? strndup(val, vlen) : NULL;
+}
+
+static fake_store store;
+static ts_effects *effs;
+static ts_ctx *ctx;
+static ts_event ev = {.type = "T", .topic = "t", .offset = 1};
+
+static void setup(void) {
+    memset(&store, 0, sizeof(store));
+    effs = ts_effects_create();
+    ts_state_backend backend = {fake_get, &store};
+    ctx = ts_ctx_create(&backend, effs, NULL, NULL);
+    cr_assert(ctx);
+}
+
+static void teardown(void) {
+    ts_ctx_destroy(ctx);
+    ts_effects_destroy(effs);
+    for (size_t i = 0; i < store.n; i++) {
+        free(store.keys[i]);
+        free(store.vals[i]);
+    }
+}
+
+/* Makes the batch durable in the fake store, as a task does. */
+static void commit_batch(void) {
+    cr_assert_eq(ts_ctx_writes_foreach(ctx, fake_write, &store), TS_OK);
+    ts_ctx_writes_done(ctx);
+}
+
+static json_t *read_doc(const char *s, const char *k) {
+    ts_ctx_event_begin(ctx, &ev);
+    json_t *doc = ts_ctx_get_json(ctx, s, k);
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+    return doc;
+}
+
+static void write_doc(const char *s, const char *k, json_t *doc, ts_err result) {
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_put_json(ctx, s, k, doc), TS_OK);
+    ts_ctx_event_end(ctx, result, NULL);
+}
+
+TestSuite(ctx, .init = setup, .fini = teardown);
+
+Test(ctx, a_written_document_is_serialized_once_when_the_batch_becomes_durable) {
+    for (int i = 1; i <= 3; i++) {
+        json_t *doc = json_pack("{s:i}", "n", i);
+        write_doc("s", "k", doc, TS_OK);
+        json_decref(doc);
+    }
+    cr_assert_eq(store.n, 0, "nothing is durable before the batch is");
+    commit_batch();
+    cr_assert_eq(store.n, 1);
+    cr_assert_str_eq(store.keys[0], "s\x1fk");
+    cr_assert_str_eq(store.vals[0], "{\"n\":3}");
+}
+
+Test(ctx, hot_keys_are_read_from_the_backend_once_across_batches) {
+    store.keys[0] = strdup("s\x1fk");
+    store.vals[0] = strdup("{\"n\":1}");
+    store.n = 1;
+    for (int batch = 0; batch < 5; batch++) {
+        json_t *doc = read_doc("s", "k");
+        cr_assert(doc);
+        json_object_set_new(doc, "n", json_integer(json_integer_value(json_object_get(doc, "n")) + 1));
+        write_doc("s", "k", doc, TS_OK);
+        json_decref(doc);
+        commit_batch();
+    }
+    cr_assert_eq(store.gets, 1, "read %zu times", store.gets);
+    cr_assert_str_eq(store.vals[0], "{\"n\":6}");
+}
+
+Test(ctx, changing_a_document_read_or_written_does_not_change_the_state) {
+    json_t *doc = json_pack("{s:i}", "n", 1);
+    write_doc("s", "k", doc, TS_OK);
+    json_object_set_new(doc, "n", json_integer(99)); /* after the put */
+    json_decref(doc);
+    json_t *got = read_doc("s", "k");
+    json_object_set_new(got, "n", json_integer(42)); /* a copy of its own */
+    json_decref(got);
+    got = read_doc("s", "k");
+    cr_assert_eq(json_integer_value(json_object_get(got, "n")), 1);
+    json_decref(got);
+    commit_batch();
+    got = read_doc("s", "k");
+    cr_assert_eq(json_integer_value(json_object_get(got, "n")), 1);
+    json_decref(got);
+    cr_assert_str_eq(store.vals[0], "{\"n\":1}");
+}
+
+Test(ctx, a_rejected_event_leaves_the_cached_value_as_it_was) {
+    json_t *doc = json_pack("{s:i}", "n", 1);
+    write_doc("s", "k", doc, TS_OK);
+    commit_batch();
+    json_object_set_new(doc, "n", json_integer(2));
+    write_doc("s", "k", doc, TS_E_REJECT);
+    json_decref(doc);
+    json_t *got = read_doc("s", "k");
+    cr_assert_eq(json_integer_value(json_object_get(got, "n")), 1);
+    json_decref(got);
+    commit_batch();
+    cr_assert_str_eq(store.vals[0], "{\"n\":1}");
+}
+
+Test(ctx, an_abandoned_batch_is_forgotten_and_read_again) {
+    json_t *doc = json_pack("{s:i}", "n", 1);
+    write_doc("s", "k", doc, TS_OK);
+    json_decref(doc);
+    ts_ctx_writes_clear(ctx); /* the batch failed: nothing of it is true */
+    cr_assert_null(read_doc("s", "k"));
+    cr_assert_eq(store.gets, 1);
+}
+
+Test(ctx, a_deleted_key_reads_as_absent_and_then_from_the_backend) {
+    json_t *doc = json_pack("{s:i}", "n", 1);
+    write_doc("s", "k", doc, TS_OK);
+    json_decref(doc);
+    commit_batch();
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_del(ctx, "s", "k"), TS_OK);
+    cr_assert_null(ts_ctx_get_json(ctx, "s", "k"));
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+    commit_batch();
+    cr_assert_null(store.vals[0]);
+    size_t before = store.gets;
+    cr_assert_null(read_doc("s", "k"));
+    cr_assert_eq(store.gets, before + 1, "absent keys are not cached across batches");
+}
+
+Test(ctx, an_uncached_store_is_read_from_the_backend_every_batch) {
+    cr_assert_eq(ts_ctx_set_uncached(ctx, "_seen"), TS_OK);
+    for (int batch = 0; batch < 3; batch++) {
+        ts_ctx_event_begin(ctx, &ev);
+        const char *val;
+        size_t vlen;
+        ts_err rc = ts_ctx_get(ctx, "_seen", "e1", &val, &vlen);
+        cr_assert_eq(rc, batch == 0 ? TS_E_NOTFOUND : TS_OK);
+        cr_assert_eq(ts_ctx_put(ctx, "_seen", "e1", "", 0), TS_OK);
+        ts_ctx_event_end(ctx, TS_OK, NULL);
+        commit_batch();
+    }
+    cr_assert_eq(store.gets, 3);
+}
+
+Test(ctx, raw_reads_see_a_json_write_of_the_same_event) {
+    json_t *doc = json_pack("{s:s}", "a", "b");
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", doc), TS_OK);
+    const char *val;
+    size_t vlen;
+    cr_assert_eq(ts_ctx_get(ctx, "s", "k", &val, &vlen), TS_OK);
+    cr_assert_str_eq(val, "{\"a\":\"b\"}");
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+    json_decref(doc);
+}
