@@ -45,7 +45,7 @@ typedef struct bench_ctx {
     ts_schemas *schemas;
     bench_msg *msgs;   /* the pre-encoded stream */
     size_t n_msgs;
-    json_t *results;   /* {"meta":{}, "components":{}, "pipeline":{}} */
+    json_t *results;   /* {"meta":{}, "components":{}, "restore":{}, "pipeline":{}, "rebalance":{}} */
     json_t *table;     /* array of [section, name, value, unit, note] */
 } bench_ctx;
 
@@ -64,6 +64,13 @@ struct rd_kafka_s *bench_producer(bench_ctx *b, int linger_ms);
 
 /** Component ceilings: Kafka consume, Avro decode, RocksDB, Redis, PostgreSQL. */
 int bench_components(bench_ctx *b);
+/** Restore rate: changelog records/s into RocksDB through ts_restore, and the
+ * raw consume ceiling of the same changelog (bench_restore.c). */
+int bench_restore(bench_ctx *b);
+/** Rebalance pause: 2 runtimes under steady input, a third joins; the longest
+ * stop of acknowledged progress of unmoved vs moved partitions, per assignor
+ * (bench_rebalance.c). */
+int bench_rebalance(bench_ctx *b);
 /** End-to-end throughput, event->view latency, reads, RSS and state size. */
 int bench_pipeline(bench_ctx *b);
 

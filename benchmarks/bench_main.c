@@ -6,7 +6,7 @@
  * then runs `tastesync run benchmarks/topology.yaml` against those servers for
  * the pipeline figures. Prints a table and writes the results as JSON.
  *
- *   tsbench [--short] [--events N] [--seed S] [--perf perf.data] --out FILE
+ *   tsbench [--short] [--events N] [--seed S] [--perf perf.data] [--only PHASE] --out FILE
  */
 #include <errno.h>
 #include <ftw.h>
@@ -173,14 +173,19 @@ static void bench_print_table(const bench_ctx *b) {
 
 static void usage(void) {
     fprintf(stderr, "usage: tsbench [--short] [--events N] [--seed S] [--perf perf.data] "
-                    "--out results.json\n");
+                    "[--only components|restore|pipeline|rebalance] --out results.json\n");
+}
+
+/* Whether a phase runs: all of them, or the one named by --only. */
+static int bench_wanted(const char *only, const char *phase) {
+    return !only || strcmp(only, phase) == 0;
 }
 
 int main(int argc, char **argv) {
     bench_ctx b;
     memset(&b, 0, sizeof(b));
     b.seed = 42;
-    const char *out = NULL;
+    const char *out = NULL, *only = NULL;
     size_t events = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--short"))
@@ -191,6 +196,8 @@ int main(int argc, char **argv) {
             b.seed = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "--perf") && i + 1 < argc)
             b.perf_out = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc)
             out = argv[++i];
         else {
@@ -218,6 +225,7 @@ int main(int argc, char **argv) {
                                   (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "kernel",
                                   un.release, "topology", "benchmarks/topology.yaml"));
     json_object_set_new(b.results, "components", json_object());
+    json_object_set_new(b.results, "restore", json_object());
     json_object_set_new(b.results, "pipeline", json_object());
 
     int rc = 1;
@@ -252,9 +260,14 @@ int main(int argc, char **argv) {
 
     if (bench_encode_stream(&b, b.short_mode ? 20000 : 300000) != 0)
         goto done;
-    if (bench_components(&b) != 0)
+    if (bench_wanted(only, "components") && bench_components(&b) != 0)
         goto done;
-    if (bench_pipeline(&b) != 0)
+    if (bench_wanted(only, "restore") && bench_restore(&b) != 0)
+        goto done;
+    if (bench_wanted(only, "pipeline") && bench_pipeline(&b) != 0)
+        goto done;
+    /* Last: its runtimes write views and rows of their own. */
+    if (bench_wanted(only, "rebalance") && bench_rebalance(&b) != 0)
         goto done;
     rc = 0;
 

@@ -218,8 +218,10 @@ static pid_t bench_perf_start(const char *out, pid_t target) {
             dup2(fd, STDOUT_FILENO);
             dup2(fd, STDERR_FILENO);
         }
-        execlp("perf", "perf", "record", "-q", "-F", "499", "-g", "-p", p, "-o", out,
-               (char *)NULL);
+        /* DWARF unwinding: the libraries have no frame pointers, and without
+         * them the time spent in libc and jansson has no caller. */
+        execlp("perf", "perf", "record", "-q", "-F", "199", "--call-graph", "dwarf,16384", "-p",
+               p, "-o", out, (char *)NULL);
         _exit(127);
     }
     return pid;

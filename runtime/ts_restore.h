@@ -4,11 +4,13 @@
  * group's committed offset (another instance owned it meanwhile) restores it
  * before processing input: the task's local keys are dropped, then the
  * changelog partition is read from its start to its end in large fetches and
- * applied to RocksDB in write batches, one per batch marker, so the result is
- * exactly the state after the last complete batch (records of a torn last
- * batch, after the last marker, are dropped). The marker's position becomes
- * the task's position and its effects become the task's pending effects, which
- * the task re-sends when it starts.
+ * applied to RocksDB in large write batches of whole changelog batches (those
+ * closed by a marker), so the result is exactly the state after the last
+ * complete batch (records of a torn last batch, after the last marker, are
+ * dropped). The last marker's position becomes the task's position, written
+ * after everything else, and its effects become the task's pending effects,
+ * which the task re-sends when it starts. A cancelled restore keeps the
+ * complete batches it read, with their position.
  *
  * The work runs on the libuv thread pool (it blocks on Kafka and RocksDB);
  * progress is logged every second (records, rate, ETA).

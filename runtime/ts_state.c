@@ -216,6 +216,25 @@ ts_err ts_state_delete_prefix(ts_state *st, const char *prefix, size_t plen) {
     return rc;
 }
 
+ts_err ts_state_write_ops(ts_state *st, const ts_state_op *ops, size_t n) {
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].val)
+            rocksdb_writebatch_put(wb, ops[i].key, ops[i].klen, ops[i].val, ops[i].vlen);
+        else
+            rocksdb_writebatch_delete(wb, ops[i].key, ops[i].klen);
+    }
+    char *rerr = NULL;
+    rocksdb_write(st->db, st->wopts, wb, &rerr);
+    rocksdb_writebatch_destroy(wb);
+    if (rerr) {
+        ts_log_error("state", "write failed in %s: %s", st->dir, rerr);
+        rocksdb_free(rerr);
+        return TS_E_STATE;
+    }
+    return TS_OK;
+}
+
 uint64_t ts_state_disk_bytes(ts_state *st) {
     char *v = rocksdb_property_value(st->db, "rocksdb.total-sst-files-size");
     uint64_t n = v ? strtoull(v, NULL, 10) : 0;

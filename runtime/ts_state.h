@@ -63,6 +63,20 @@ ts_err ts_state_batch_scan(ts_state *st, ts_state_batch *b, const char *prefix, 
 /** Deletes every key starting with `prefix`, in batches. */
 ts_err ts_state_delete_prefix(ts_state *st, const char *prefix, size_t plen);
 
+/** One write of ts_state_write_ops: a put, or a delete when val is NULL. */
+typedef struct ts_state_op {
+    const char *key;
+    size_t klen;
+    const char *val;
+    size_t vlen;
+} ts_state_op;
+
+/** Writes `n` operations atomically as one plain write batch (no index, so
+ * cheaper per record than a ts_state_batch; WAL on, no fsync, like
+ * ts_state_write): for bulk loads such as a restore. Among ops on the same
+ * key the later one wins. The ops are only read during the call. Any thread. */
+ts_err ts_state_write_ops(ts_state *st, const ts_state_op *ops, size_t n);
+
 /** Approximate bytes on disk (SST + WAL), for reporting. */
 uint64_t ts_state_disk_bytes(ts_state *st);
 
