@@ -83,6 +83,7 @@ struct ts_kafka_sink {
     ts_kwrite *writes;       /* in acceptance order */
     ts_kmsg *retry;          /* in failure order */
     uint64_t backoff_ms;
+    uint64_t errors;         /* failed attempts (each backed off), for metrics */
     int queue_full;          /* the retry list waits for room in librdkafka's queue */
     int all_down;            /* no broker connection, per error/statistics callbacks */
     int closing;
@@ -140,6 +141,7 @@ static rd_kafka_resp_err_t ts_kafka_sink_produce(ts_kafka_sink *ks, ts_kmsg *m) 
 /* Schedules the retry list; each retry before the next successful delivery
  * waits twice as long, up to the maximum. */
 static void ts_kafka_sink_arm_retry(ts_kafka_sink *ks) {
+    ks->errors++;
     if (ks->closing || uv_is_active((uv_handle_t *)&ks->retry_timer))
         return;
     uv_timer_start(&ks->retry_timer, ts_kafka_sink_on_retry_timer, ks->backoff_ms, 0);
@@ -453,6 +455,10 @@ static const ts_sink_ops ts_kafka_sink_ops = {
     .healthy = ts_kafka_sink_healthy,
     .close = ts_kafka_sink_close,
 };
+
+uint64_t ts_kafka_sink_errors(const ts_sink *sink) {
+    return ((const ts_kafka_sink *)sink->impl)->errors;
+}
 
 /* ---- construction -------------------------------------------------------- */
 

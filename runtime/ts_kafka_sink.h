@@ -51,4 +51,8 @@
 ts_err ts_kafka_sink_create(uv_loop_t *loop, const char *brokers, const json_t *kafka_config,
                             ts_sink *out, char *err, size_t errlen);
 
+/** Failed attempts so far (connects, writes, deliveries), each retried after
+ * a backoff; for metrics. `sink` is one this module created. Loop thread. */
+uint64_t ts_kafka_sink_errors(const ts_sink *sink);
+
 #endif

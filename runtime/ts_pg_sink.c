@@ -106,6 +106,7 @@ struct ts_pg_sink {
     uv_timer_t retry_timer;
     uv_timer_t kick_timer;
     int backoff_ms;
+    uint64_t errors; /* failed attempts (each backed off), for metrics */
 
     int dispatching; /* inside result processing: close must wait */
     int closing;
@@ -517,6 +518,7 @@ static int ts_pg_watch(ts_pg_sink *ps, int events) {
 static void ts_pg_retry_cb(uv_timer_t *timer);
 
 static void ts_pg_backoff(ts_pg_sink *ps) {
+    ps->errors++;
     if (ps->closing || uv_is_active((uv_handle_t *)&ps->retry_timer))
         return;
     uv_timer_start(&ps->retry_timer, ts_pg_retry_cb, (uint64_t)ps->backoff_ms, 0);
@@ -947,6 +949,10 @@ static const ts_sink_ops ts_pg_sink_ops = {
     .healthy = ts_pg_sink_healthy,
     .close = ts_pg_sink_close,
 };
+
+uint64_t ts_pg_sink_errors(const ts_sink *sink) {
+    return ((const ts_pg_sink *)sink->impl)->errors;
+}
 
 ts_err ts_pg_sink_create(uv_loop_t *loop, const char *conninfo, ts_sink *out, char *err,
                          size_t errlen) {

@@ -37,4 +37,8 @@
 ts_err ts_pg_sink_create(uv_loop_t *loop, const char *conninfo, ts_sink *out, char *err,
                          size_t errlen);
 
+/** Failed attempts so far (connects, writes, deliveries), each retried after
+ * a backoff; for metrics. `sink` is one this module created. Loop thread. */
+uint64_t ts_pg_sink_errors(const ts_sink *sink);
+
 #endif

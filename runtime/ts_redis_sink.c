@@ -78,6 +78,7 @@ struct ts_redis_sink {
     uv_timer_t retry_timer;    /* reconnect and resend after backoff */
     uv_timer_t kick_timer;     /* completes jobs without view effects */
     int backoff_ms;
+    uint64_t errors; /* failed attempts (each backed off), for metrics */
 
     /* Lost-view watch (ts_redis_sink_watch). */
     char *marker;
@@ -244,6 +245,7 @@ static void ts_redis_retry_cb(uv_timer_t *timer) {
 
 /* Arms the retry timer with the current backoff and doubles it. */
 static void ts_redis_backoff(ts_redis_sink *rs) {
+    rs->errors++;
     if (rs->closing || uv_is_active((uv_handle_t *)&rs->retry_timer))
         return;
     uv_timer_start(&rs->retry_timer, ts_redis_retry_cb, (uint64_t)rs->backoff_ms, 0);
@@ -608,6 +610,10 @@ static const ts_sink_ops ts_redis_sink_ops = {
     .healthy = ts_redis_sink_healthy,
     .close = ts_redis_sink_close,
 };
+
+uint64_t ts_redis_sink_errors(const ts_sink *sink) {
+    return ((const ts_redis_sink *)sink->impl)->errors;
+}
 
 ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char *err,
                             size_t errlen) {

@@ -50,4 +50,8 @@ void ts_redis_sink_publish(ts_sink *sink, const char *key, const char *value, in
  * complete. */
 void ts_redis_sink_mark(ts_sink *sink, const char *field);
 
+/** Failed attempts so far (connects, writes, deliveries), each retried after
+ * a backoff; for metrics. `sink` is one this module created. Loop thread. */
+uint64_t ts_redis_sink_errors(const ts_sink *sink);
+
 #endif

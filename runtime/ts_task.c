@@ -50,6 +50,8 @@ struct ts_task {
     int64_t batch_event_ms; /* newest record timestamp of the batch in flight */
     int64_t acked_event_ms; /* newest record timestamp acknowledged (freshness) */
     int64_t acked_wall_ms;  /* wall clock of the last acknowledgement */
+    ts_task_batch stats;          /* the batch in flight, for host->batched */
+    struct timespec batch_start;  /* monotonic */
 
     rd_kafka_message_t **buf; /* records waiting, in offset order */
     size_t buf_head, buf_len, buf_cap;
@@ -68,7 +70,8 @@ struct ts_task {
     int rebuild_wanted;       /* re-materialize the views at the next idle moment */
     int rebuilding;           /* a rebuild flush is in flight */
     ts_effects *rebuild_effs; /* the views read back from the mirror */
-    ts_effects *changelog;    /* the batch's changelog records, before they join effs */
+    char *ckeybuf;            /* scratch: a changelog record's key */
+    size_t ckeycap;
     ts_flush rebuild_flush;
 };
 
@@ -179,12 +182,12 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->state_prefix_len = idlen + 2;
     task->state_prefix = malloc(task->state_prefix_len);
     task->effs = ts_effects_create();
-    task->changelog = ts_effects_create();
     ts_state_backend backend = {ts_task_backend_get, task};
     task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, spec->encoder_for,
                                            spec->encoder_arg)
                            : NULL;
-    if (!task->state_prefix || !task->ctx || !task->changelog) {
+    if (!task->state_prefix || !task->ctx ||
+        ts_ctx_set_uncached(task->ctx, TS_TASK_SEEN_STORE) != TS_OK) {
         ts_task_destroy(task);
         return TS_E_NOMEM;
     }
@@ -224,7 +227,7 @@ void ts_task_destroy(ts_task *task) {
     ts_ctx_destroy(task->ctx);
     ts_effects_destroy(task->effs);
     ts_effects_destroy(task->rebuild_effs);
-    ts_effects_destroy(task->changelog);
+    free(task->ckeybuf);
     free(task->state_prefix);
     free(task->keybuf);
     free(task);
@@ -324,6 +327,7 @@ static ts_err ts_task_dlq(ts_task *task, const rd_kafka_message_t *msg, const ch
     const char *names[] = {"error", "source.topic", "source.partition", "source.offset"};
     const char *values[] = {reason, task->spec->topic, partition, offset};
     ts_bytes headers = ts_headers_pack(names, values, 4);
+    task->stats.rejected++;
     ts_bytes topic = ts_bytes_str(task->spec->dlq_topic);
     ts_bytes key = {msg->key, msg->key ? msg->key_len : 0};
     ts_bytes value = {msg->payload, msg->payload ? msg->len : 0};
@@ -422,19 +426,24 @@ static void ts_task_local(ts_task *task, ts_state_batch *wb, const char *key, si
     if (!task->spec->changelog_topic)
         return;
     size_t skip = strlen(task->id) + 1; /* the id and its NUL, after the tag */
-    char *ckey = malloc(klen - skip);
-    if (!ckey) {
-        task->changelog_failed = 1;
-        return;
+    if (klen - skip > task->ckeycap) {
+        char *grown = realloc(task->ckeybuf, klen - skip);
+        if (!grown) {
+            task->changelog_failed = 1;
+            return;
+        }
+        task->ckeybuf = grown;
+        task->ckeycap = klen - skip;
     }
+    char *ckey = task->ckeybuf;
     ckey[0] = key[0];
     memcpy(ckey + 1, key + 1 + skip, klen - 1 - skip);
     ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), k = {ckey, klen - skip};
     ts_bytes v = {(char *)val, vlen};
-    if (ts_effects_add(task->changelog, TS_EFF_EMIT, &topic, &k, &v, NULL,
+    /* Straight into the batch's effects: the marker was taken before. */
+    if (ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &k, &v, NULL,
                        (double)task->partition + 1) != TS_OK)
         task->changelog_failed = 1;
-    free(ckey);
 }
 
 static void ts_task_write_state(void *arg, const char *key, size_t klen, const char *val,
@@ -550,12 +559,17 @@ static ts_err ts_task_mirror_drop(ts_task *task, ts_state_batch *wb, const ts_by
     return rc;
 }
 
-static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb) {
-    size_t n = ts_effects_count(task->effs), len;
+/* Mirrors the views among the first `n` effects (the processor's; the
+ * changelog records appended behind them are not views). Writing locally
+ * appends changelog records, which may move the list: effects are looked up
+ * by index, and the byte strings (in the list's arena) do not move. */
+static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
+    size_t len;
     for (size_t i = 0; i < n; i++) {
         const ts_effect *e = ts_effects_at(task->effs, i);
         if (e->dead)
             continue;
+        ts_bytes view;
         char *key;
         ts_err rc = TS_OK;
         switch (e->kind) {
@@ -568,7 +582,8 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb) {
             if (!(key = ts_task_mirror_key(task, 'V', &e->a, NULL, &len)))
                 return TS_E_NOMEM;
             ts_task_local(task, wb, key, len, NULL, 0);
-            rc = ts_task_mirror_drop(task, wb, &e->a, 0, 0);
+            view = ts_effects_at(task->effs, i)->a;
+            rc = ts_task_mirror_drop(task, wb, &view, 0, 0);
             break;
         case TS_EFF_ZADD:
             if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
@@ -581,7 +596,8 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb) {
             ts_task_local(task, wb, key, len, NULL, 0);
             break;
         case TS_EFF_ZREM_BELOW:
-            rc = ts_task_mirror_drop(task, wb, &e->a, 1, e->num);
+            view = e->a;
+            rc = ts_task_mirror_drop(task, wb, &view, 1, e->num);
             break;
         default:
             break;
@@ -610,63 +626,52 @@ static char *ts_task_pending_blob(int64_t first, int64_t next, const ts_effects 
     return pending;
 }
 
-/* Appends the batch's changelog records and its marker to the effects. The
- * marker carries the batch's own effects (views, rows, output events), so
- * that an instance restoring this partition can re-send them. */
-static ts_err ts_task_add_changelog(ts_task *task, int64_t first, int64_t next) {
-    if (!task->spec->changelog_topic)
-        return TS_OK;
-    if (task->changelog_failed)
-        return TS_E_NOMEM;
-    size_t mlen = 0;
-    char *marker = ts_task_pending_blob(first, next, task->effs, &mlen);
-    if (!marker)
-        return TS_E_NOMEM;
-    ts_err rc = TS_OK;
-    size_t n = ts_effects_count(task->changelog);
-    for (size_t i = 0; i < n && rc == TS_OK; i++) {
-        const ts_effect *e = ts_effects_at(task->changelog, i);
-        rc = ts_effects_add(task->effs, e->kind, &e->a, &e->b, &e->c, NULL, e->num);
-    }
-    ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), key = {"M", 1};
-    ts_bytes value = {marker, mlen};
-    if (rc == TS_OK)
-        rc = ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &key, &value, NULL,
-                            (double)task->partition + 1);
-    free(marker);
-    return rc;
-}
-
-/* Step 1: makes the batch durable and decided. */
+/* Step 1: makes the batch durable and decided: state, position, view mirror
+ * and pending effects in one RocksDB write batch. With a changelog, every
+ * local write is also appended to the effects as a changelog record, then the
+ * marker, which carries the batch's own effects (views, rows, output events)
+ * so that an instance restoring this partition can re-send them. The pending
+ * blob is the marker extended with the changelog's effects (encoded once). */
 static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
+    size_t plen = 0, processed = ts_effects_count(task->effs);
+    char *pending = NULL;
+    if (task->spec->changelog_topic || ts_effects_live(task->effs, 0) > 0) {
+        if (!(pending = ts_task_pending_blob(first, next, task->effs, &plen)))
+            return TS_E_NOMEM;
+    }
     ts_state_batch *wb = ts_state_batch_create();
-    if (!wb)
+    if (!wb) {
+        free(pending);
         return TS_E_NOMEM;
-    ts_effects_clear(task->changelog);
+    }
     task->changelog_failed = 0;
     void *pair[2] = {task, wb};
-    ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
+    ts_err rc = ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
     char pos[8];
     ts_task_put_be64(pos, next);
     ts_state_batch_put(wb, task->pos_key, task->pos_key_len, pos, 8);
-
-    ts_err rc = ts_task_mirror(task, wb);
     if (rc == TS_OK)
-        rc = ts_task_add_changelog(task, first, next);
-    if (rc == TS_OK && ts_effects_live(task->effs, 0) > 0) {
-        size_t plen = 0;
-        char *pending = ts_task_pending_blob(first, next, task->effs, &plen);
-        if (pending)
-            ts_state_batch_put(wb, task->pending_key, task->pending_key_len, pending, plen);
-        else
-            rc = TS_E_NOMEM;
-        free(pending);
+        rc = ts_task_mirror(task, wb, processed);
+    if (rc == TS_OK && task->changelog_failed)
+        rc = TS_E_NOMEM;
+    if (rc == TS_OK && task->spec->changelog_topic) {
+        ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), key = {"M", 1};
+        ts_bytes marker = {pending, plen};
+        rc = ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &key, &marker, NULL,
+                            (double)task->partition + 1);
+        if (rc == TS_OK)
+            rc = ts_effects_encode_more(task->effs, processed, &pending, &plen);
     }
+    if (rc == TS_OK && pending)
+        ts_state_batch_put(wb, task->pending_key, task->pending_key_len, pending, plen);
+    free(pending);
     if (rc == TS_OK)
         rc = ts_state_write(task->host->state, wb);
     ts_state_batch_destroy(wb);
-    ts_ctx_writes_clear(task->ctx);
-    ts_effects_clear(task->changelog);
+    if (rc == TS_OK)
+        ts_ctx_writes_done(task->ctx); /* they serve as the cache of hot keys now */
+    else
+        ts_ctx_writes_clear(task->ctx);
     return rc;
 }
 
@@ -690,6 +695,13 @@ static void ts_task_flush_acked(ts_task *task) {
             ts_state_write(task->host->state, wb);
             ts_state_batch_destroy(wb);
         }
+    }
+    if (task->host->batched && task->stats.events > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        task->stats.seconds = (double)(now.tv_sec - task->batch_start.tv_sec) +
+                              (double)(now.tv_nsec - task->batch_start.tv_nsec) / 1e9;
+        task->host->batched(task->host->arg, task, &task->stats);
+        task->stats.events = 0;
     }
     if (!task->stopped)
         task->host->commit(task->host->arg, task, task->acked);
@@ -823,6 +835,8 @@ void ts_task_run(ts_task *task) {
         return;
     }
     size_t limit = (size_t)task->host->max_events, done = 0;
+    task->stats = (ts_task_batch){0};
+    clock_gettime(CLOCK_MONOTONIC, &task->batch_start);
     int64_t first = -1, next = task->position;
     while (task->buf_head < task->buf_len && done < limit &&
            ts_effects_bytes(task->effs) < TS_TASK_MAX_BATCH_BYTES) {
@@ -872,6 +886,7 @@ void ts_task_run(ts_task *task) {
         done++;
         rd_kafka_message_destroy(msg);
     }
+    task->stats.events = done;
     if (task->buf_head == task->buf_len)
         task->buf_head = task->buf_len = 0;
     if (task->paused && task->buf_len - task->buf_head < (size_t)task->host->max_events) {

@@ -27,6 +27,13 @@
 
 typedef struct ts_task ts_task;
 
+/** One batch every sink acknowledged, for metrics (ts_task_host.batched). */
+typedef struct ts_task_batch {
+    size_t events;   /* input records the batch consumed (rejected ones included) */
+    size_t rejected; /* of those, records sent to the DLQ */
+    double seconds;  /* from the batch's start to the last sink's acknowledgement */
+} ts_task_batch;
+
 /** What a task needs from the runtime that hosts it. Borrowed; outlives tasks. */
 typedef struct ts_task_host {
     ts_state *state;
@@ -45,6 +52,8 @@ typedef struct ts_task_host {
     void (*failed)(void *arg, ts_task *task, ts_err err);
     /** Reports that a rebuild asked with ts_task_rebuild is written (n views). */
     void (*rebuilt)(void *arg, ts_task *task, size_t n_views);
+    /** Reports a batch every sink acknowledged (loop thread); may be NULL. */
+    void (*batched)(void *arg, ts_task *task, const ts_task_batch *batch);
     ts_sink *views; /* the view sink (one of `sinks`), for rebuilds */
     const char *instance;  /* names the owner of the tasks' batches */
     unsigned *owner_seq;   /* numbers each task's holding of its partition */

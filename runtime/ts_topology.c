@@ -190,6 +190,7 @@ static const struct {
     {"TASTESYNC_POSTGRES_CONNINFO", "postgres.conninfo", 0},
     {"TASTESYNC_STATE_DIR", "state.dir", 1},
     {"TASTESYNC_GROUP", "group", 1},
+    {"TASTESYNC_HTTP_PORT", "http_port", 1},
 };
 
 /* ---- loader context ------------------------------------------------------ */
@@ -839,7 +840,9 @@ static ts_err ts_topo_apply_env(ts_topo_loader *ld) {
             continue;
         ld->env = ts_topo_env[i].env;
         const ts_topo_key *row = ts_topo_find(ts_topo_keys, ts_topo_env[i].key);
-        if (ts_topo_set_string(ld, row, ld->topo, value, 0) != TS_OK)
+        ts_err rc = row->type == TS_TOPO_INT ? ts_topo_set_int(ld, row, ld->topo, value, 0)
+                                             : ts_topo_set_string(ld, row, ld->topo, value, 0);
+        if (rc != TS_OK)
             return ld->rc;
         ld->env = NULL;
     }
