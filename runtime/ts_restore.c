@@ -159,6 +159,43 @@ static ts_err ts_restore_chunk_write(ts_restore *r, ts_restore_chunk *c) {
     return rc;
 }
 
+static ts_err ts_restore_grow_ops(ts_restore_chunk *c) {
+    if (c->n < c->ops_cap)
+        return TS_OK;
+    size_t cap = c->ops_cap ? c->ops_cap * 2 : 4096;
+    ts_restore_op *grown = realloc(c->ops, cap * sizeof(*grown));
+    if (!grown)
+        return TS_E_NOMEM;
+    c->ops = grown;
+    c->ops_cap = cap;
+    return TS_OK;
+}
+
+/* A group record ("Z<first offset>"): state keys with empty values (a batch's
+ * event ids), NUL-separated, one record instead of one per key. */
+static ts_err ts_restore_apply_group(ts_restore *r, ts_restore_chunk *c,
+                                     const rd_kafka_message_t *msg) {
+    const char *p = msg->payload, *end = p ? p + msg->len : NULL;
+    size_t idlen = strlen(r->task_id);
+    while (p && p < end) {
+        const char *nul = memchr(p, '\0', (size_t)(end - p));
+        size_t rest = nul ? (size_t)(nul - p) : (size_t)(end - p);
+        size_t klen = 1 + idlen + 1 + rest;
+        if (ts_restore_grow_ops(c) != TS_OK)
+            return TS_E_NOMEM;
+        char *key = ts_restore_reserve(c, klen);
+        if (!key)
+            return TS_E_NOMEM;
+        key[0] = 'S';
+        memcpy(key + 1, r->task_id, idlen + 1);
+        memcpy(key + 2 + idlen, p, rest);
+        size_t koff = (size_t)(key - c->arena);
+        c->ops[c->n++] = (ts_restore_op){koff, klen, koff + klen, 0};
+        p += rest + 1;
+    }
+    return TS_OK;
+}
+
 /* Adds one changelog record to the chunk. A marker ("M") completes the
  * batch before it; complete batches are written once the chunk is large. */
 static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_message_t *msg,
@@ -184,6 +221,8 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
             return ts_restore_chunk_write(r, c);
         return TS_OK;
     }
+    if (k[0] == 'Z')
+        return ts_restore_apply_group(r, c, msg);
     if (k[0] != 'S' && k[0] != 'V' && k[0] != 'W')
         return TS_OK;
     if (c->n == c->ops_cap) {

@@ -422,6 +422,16 @@ static ts_encoder *ts_runtime_encoder_for(void *arg, const char *topic) {
     return NULL;
 }
 
+/* For tasks, which make their own encoders: the subject of an output topic
+ * (one whose encoder was made, so known to work, at start). */
+static const char *ts_runtime_output_schema(void *arg, const char *topic) {
+    ts_runtime *rt = arg;
+    if (!ts_runtime_encoder_for(rt, topic))
+        return NULL;
+    const ts_topic_conf *tc = ts_topology_topic(rt->topo, topic);
+    return tc ? tc->schema : NULL;
+}
+
 /* ---- stopping ----------------------------------------------------------------------- */
 
 static void ts_runtime_on_handle_closed(uv_handle_t *handle) { (void)handle; }
@@ -983,8 +993,10 @@ static ts_err ts_runtime_build_procs(ts_runtime *rt, const ts_processor_def *con
             return TS_E_CONFIG;
         }
         const ts_topic_conf *in = ts_topology_topic(topo, pc->input);
-        proc->spec.decoder = in && in->schema ? ts_decoder_create(rt->schemas, in->schema) : NULL;
-        if (!proc->spec.decoder) {
+        /* Each task makes its own decoder; this one proves the schema works. */
+        ts_decoder *probe = in && in->schema ? ts_decoder_create(rt->schemas, in->schema) : NULL;
+        ts_decoder_destroy(probe);
+        if (!probe) {
             snprintf(err, errlen, "%s:%d: input topic %s has no known schema", topo->path,
                      in ? in->line : pc->line, pc->input);
             return TS_E_CONFIG;
@@ -1002,8 +1014,10 @@ static ts_err ts_runtime_build_procs(ts_runtime *rt, const ts_processor_def *con
         proc->spec.params = pc->params;
         proc->spec.topic = pc->input;
         proc->spec.dlq_topic = proc->dlq_topic;
-        proc->spec.encoder_for = ts_runtime_encoder_for;
-        proc->spec.encoder_arg = rt;
+        proc->spec.schemas = rt->schemas;
+        proc->spec.input_schema = in->schema;
+        proc->spec.output_schema = ts_runtime_output_schema;
+        proc->spec.output_arg = rt;
         for (size_t o = 0; o < pc->n_outputs; o++) {
             ts_err rc = ts_runtime_add_encoder(rt, pc->outputs[o], err, errlen);
             if (rc != TS_OK)
@@ -1177,6 +1191,7 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         free(dir);
     }
     rt->host = (ts_task_host){
+        .loop = &rt->loop,
         .state = rt->state,
         .sinks = rt->metered,
         .max_events = topo->batch_max_events,
@@ -1249,7 +1264,6 @@ void ts_runtime_destroy(ts_runtime *rt) {
         ts_runtime_task_remove(rt, rt->n_tasks - 1);
     free(rt->tasks);
     for (size_t i = 0; i < rt->n_procs; i++) {
-        ts_decoder_destroy(rt->procs[i].spec.decoder);
         free(rt->procs[i].dlq_topic);
         free(rt->procs[i].changelog_topic);
     }

@@ -8,6 +8,13 @@
  * Only one batch is in flight per task, which keeps per-partition order and
  * bounds memory: while it is in flight, records pile up in the buffer, and
  * past a high-water mark the partition is paused at the source.
+ *
+ * run() is split over two threads: the loop thread takes the batch's records
+ * out of the buffer (skipping redeliveries, going back for gaps), a pool
+ * thread applies them and writes the batch to RocksDB (ts_task_decide_work),
+ * and the loop thread takes the result back and flushes (ts_task_decided).
+ * While a batch is on the pool, the task is busy: the loop touches nothing
+ * the pool thread uses (context, effects, codecs, processor instance).
  */
 #include "ts_task.h"
 
@@ -72,6 +79,23 @@ struct ts_task {
     ts_effects *rebuild_effs; /* the views read back from the mirror */
     char *ckeybuf;            /* scratch: a changelog record's key */
     size_t ckeycap;
+    char *seen_group;         /* the batch's event ids for the changelog, NUL-separated */
+    size_t seen_len, seen_cap;
+
+    ts_decoder *decoder; /* the task's own codecs */
+    struct ts_task_encoder {
+        const char *topic;
+        ts_encoder *enc;
+    } encoders[8];
+    size_t n_encoders;
+
+    uv_work_t work;             /* step 1 on the pool */
+    rd_kafka_message_t **batch; /* the records of the batch being decided */
+    size_t batch_len, batch_cap, batch_done;
+    int64_t batch_first, batch_next;
+    ts_err batch_rc;
+    int64_t batch_failed_at; /* offset of the record that failed the batch */
+    int pending_acked; /* the stored pending effects are acknowledged, not deleted yet */
     ts_flush rebuild_flush;
 };
 
@@ -161,6 +185,23 @@ static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     return TS_OK;
 }
 
+/* The task's encoder of output `topic`, made on first use. */
+static ts_encoder *ts_task_encoder_for(void *arg, const char *topic) {
+    ts_task *task = arg;
+    for (size_t i = 0; i < task->n_encoders; i++)
+        if (strcmp(task->encoders[i].topic, topic) == 0)
+            return task->encoders[i].enc;
+    const char *subject = task->spec->output_schema(task->spec->output_arg, topic);
+    if (!subject || task->n_encoders == sizeof(task->encoders) / sizeof(task->encoders[0]))
+        return NULL;
+    ts_encoder *enc = ts_encoder_create(task->spec->schemas, subject);
+    if (!enc)
+        return NULL;
+    task->encoders[task->n_encoders].topic = topic;
+    task->encoders[task->n_encoders++].enc = enc;
+    return enc;
+}
+
 ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_t partition,
                       ts_task **out, char *err, size_t errlen) {
     ts_task *task = calloc(1, sizeof(*task));
@@ -183,10 +224,11 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->state_prefix = malloc(task->state_prefix_len);
     task->effs = ts_effects_create();
     ts_state_backend backend = {ts_task_backend_get, task};
-    task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, spec->encoder_for,
-                                           spec->encoder_arg)
+    task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, ts_task_encoder_for, task)
                            : NULL;
-    if (!task->state_prefix || !task->ctx ||
+    task->decoder = ts_decoder_create(spec->schemas, spec->input_schema);
+    task->work.data = task;
+    if (!task->state_prefix || !task->ctx || !task->decoder ||
         ts_ctx_set_uncached(task->ctx, TS_TASK_SEEN_STORE) != TS_OK) {
         ts_task_destroy(task);
         return TS_E_NOMEM;
@@ -227,7 +269,14 @@ void ts_task_destroy(ts_task *task) {
     ts_ctx_destroy(task->ctx);
     ts_effects_destroy(task->effs);
     ts_effects_destroy(task->rebuild_effs);
+    ts_decoder_destroy(task->decoder);
+    for (size_t i = 0; i < task->n_encoders; i++)
+        ts_encoder_destroy(task->encoders[i].enc);
+    for (size_t i = task->batch_done; i < task->batch_len; i++)
+        rd_kafka_message_destroy(task->batch[i]);
+    free(task->batch);
     free(task->ckeybuf);
+    free(task->seen_group);
     free(task->state_prefix);
     free(task->keybuf);
     free(task);
@@ -302,10 +351,25 @@ void ts_task_push(ts_task *task, rd_kafka_message_t *msg) {
         task->host->schedule(task->host->arg, task);
 }
 
+/* Deletes the stored pending effects once every sink acknowledged them. */
+static void ts_task_forget_pending(ts_task *task) {
+    task->pending_acked = 0;
+    ts_state_batch *wb = ts_state_batch_create();
+    if (!wb)
+        return;
+    ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
+    /* Failing to delete is harmless: the effects would be re-sent and the
+     * sinks' fences skip them. */
+    ts_state_write(task->host->state, wb);
+    ts_state_batch_destroy(wb);
+}
+
 void ts_task_revoke(ts_task *task) {
     for (size_t i = task->buf_head; i < task->buf_len; i++)
         rd_kafka_message_destroy(task->buf[i]);
     task->buf_head = task->buf_len = 0;
+    if (task->pending_acked && !task->busy)
+        ts_task_forget_pending(task);
     task->stopped = 1;
     task->revoked = 1;
 }
@@ -355,7 +419,7 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
     avro_value_t *record = NULL;
     const char *type = NULL;
     char reason[512];
-    ts_err rc = ts_decoder_decode(task->spec->decoder, msg->payload, msg->payload ? msg->len : 0,
+    ts_err rc = ts_decoder_decode(task->decoder, msg->payload, msg->payload ? msg->len : 0,
                                   &record, &type, reason, sizeof(reason));
     if (rc != TS_OK)
         return ts_task_dlq(task, msg, reason);
@@ -414,8 +478,11 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
  * Every write of state or of the view mirror goes to the batch's RocksDB write
  * batch and, as a record of the changelog topic, to the task's partition of
  * it: key = the local key without the task id (tag + rest), value = the value
- * or none (a tombstone). A batch's records are followed by its marker (key
- * "M"), so a restore can tell complete batches from a torn last one. */
+ * or none (a tombstone). The event ids a batch remembers (empty values of
+ * the "_seen" store, one per input record) travel together as one group
+ * record, key "Z<first offset>", value the keys NUL-separated. A batch's
+ * records are followed by its marker (key "M"), so a restore can tell
+ * complete batches from a torn last one. */
 
 static void ts_task_local(ts_task *task, ts_state_batch *wb, const char *key, size_t klen,
                           const char *val, size_t vlen) {
@@ -446,6 +513,25 @@ static void ts_task_local(ts_task *task, ts_state_batch *wb, const char *key, si
         task->changelog_failed = 1;
 }
 
+/* Adds a state key of the event-id store to the batch's group record. */
+static void ts_task_seen_add(ts_task *task, const char *key, size_t klen) {
+    if (task->seen_len + klen + 1 > task->seen_cap) {
+        size_t cap = task->seen_cap ? task->seen_cap * 2 : 4096;
+        while (cap < task->seen_len + klen + 1)
+            cap *= 2;
+        char *grown = realloc(task->seen_group, cap);
+        if (!grown) {
+            task->changelog_failed = 1;
+            return;
+        }
+        task->seen_group = grown;
+        task->seen_cap = cap;
+    }
+    memcpy(task->seen_group + task->seen_len, key, klen);
+    task->seen_len += klen;
+    task->seen_group[task->seen_len++] = '\0';
+}
+
 static void ts_task_write_state(void *arg, const char *key, size_t klen, const char *val,
                                 size_t vlen) {
     void **pair = arg;
@@ -455,7 +541,31 @@ static void ts_task_write_state(void *arg, const char *key, size_t klen, const c
     const char *full = ts_task_state_key(task, key, klen, &len);
     if (!full)
         return;
+    static const char seen[] = TS_TASK_SEEN_STORE "\x1f";
+    if (task->spec->changelog_topic && val && vlen == 0 && klen > sizeof(seen) - 1 &&
+        memcmp(key, seen, sizeof(seen) - 1) == 0) {
+        /* One event id per input record: in the changelog they travel as one
+         * group record per batch ("Z"), not one record each. */
+        ts_state_batch_put(wb, full, len, "", 0);
+        ts_task_seen_add(task, key, klen);
+        return;
+    }
     ts_task_local(task, wb, full, len, val, vlen);
+}
+
+/* The batch's group record of event ids, keyed by its first offset so that
+ * compaction keeps every batch's. */
+static ts_err ts_task_add_seen_group(ts_task *task, int64_t first) {
+    if (task->seen_len == 0)
+        return TS_OK;
+    char key[32];
+    int klen = snprintf(key, sizeof(key), "Z%" PRId64, first);
+    ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), k = {key, (size_t)klen};
+    ts_bytes v = {task->seen_group, task->seen_len - 1}; /* no NUL after the last */
+    ts_err rc = ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &k, &v, NULL,
+                               (double)task->partition + 1);
+    task->seen_len = 0;
+    return rc;
 }
 
 static void ts_task_fail(ts_task *task, ts_err err) {
@@ -645,8 +755,11 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
         return TS_E_NOMEM;
     }
     task->changelog_failed = 0;
+    task->seen_len = 0;
     void *pair[2] = {task, wb};
     ts_err rc = ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
+    if (rc == TS_OK)
+        rc = ts_task_add_seen_group(task, first);
     char pos[8];
     ts_task_put_be64(pos, next);
     ts_state_batch_put(wb, task->pos_key, task->pos_key_len, pos, 8);
@@ -664,10 +777,14 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     }
     if (rc == TS_OK && pending)
         ts_state_batch_put(wb, task->pending_key, task->pending_key_len, pending, plen);
+    else if (rc == TS_OK && task->pending_acked)
+        ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
     free(pending);
     if (rc == TS_OK)
         rc = ts_state_write(task->host->state, wb);
     ts_state_batch_destroy(wb);
+    if (rc == TS_OK)
+        task->pending_acked = 0;
     if (rc == TS_OK)
         ts_ctx_writes_done(task->ctx); /* they serve as the cache of hot keys now */
     else
@@ -686,16 +803,12 @@ static void ts_task_flush_acked(ts_task *task) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     task->acked_wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    if (had_pending) {
-        ts_state_batch *wb = ts_state_batch_create();
-        if (wb) {
-            ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
-            /* Failing to delete is harmless: the effects would be re-sent and
-             * the sinks' fences skip them. */
-            ts_state_write(task->host->state, wb);
-            ts_state_batch_destroy(wb);
-        }
-    }
+    /* With records waiting, the next batch follows at once and replaces or
+     * deletes the pending effects in its own write (a write less per batch
+     * on the loop thread); an idle task deletes them now. */
+    task->pending_acked = had_pending;
+    if (had_pending && !ts_task_ready(task))
+        ts_task_forget_pending(task);
     if (task->host->batched && task->stats.events > 0) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         task->stats.seconds = (double)(now.tv_sec - task->batch_start.tv_sec) +
@@ -827,6 +940,95 @@ static void ts_task_rebuild_start(ts_task *task) {
     }
 }
 
+/* Puts records back in front of the buffer (those a batch did not take). */
+static void ts_task_unshift(ts_task *task, rd_kafka_message_t **msgs, size_t n) {
+    if (task->stopped) {
+        for (size_t i = 0; i < n; i++)
+            rd_kafka_message_destroy(msgs[i]);
+        return;
+    }
+    size_t waiting = task->buf_len - task->buf_head;
+    if (task->buf_head < n) {
+        if (waiting + n > task->buf_cap) {
+            rd_kafka_message_t **grown = realloc(task->buf, (waiting + n) * sizeof(*grown));
+            if (!grown) {
+                /* As in push: the position stays before them, the gap check
+                 * fetches them again. */
+                for (size_t i = 0; i < n; i++)
+                    rd_kafka_message_destroy(msgs[i]);
+                return;
+            }
+            task->buf = grown;
+            task->buf_cap = waiting + n;
+        }
+        memmove(task->buf + n, task->buf + task->buf_head, waiting * sizeof(*task->buf));
+        task->buf_head = n;
+        task->buf_len = n + waiting;
+    }
+    task->buf_head -= n;
+    memcpy(task->buf + task->buf_head, msgs, n * sizeof(*msgs));
+}
+
+/* Step 1, on a pool thread: the processor over the batch's records, then the
+ * batch written. Stops early once the effects reach TS_TASK_MAX_BATCH_BYTES. */
+static void ts_task_decide_work(uv_work_t *req) {
+    ts_task *task = req->data;
+    task->batch_rc = TS_OK;
+    task->batch_first = -1;
+    task->batch_failed_at = -1;
+    size_t i = 0;
+    for (; i < task->batch_len && ts_effects_bytes(task->effs) < TS_TASK_MAX_BATCH_BYTES; i++) {
+        rd_kafka_message_t *msg = task->batch[i];
+        ts_err rc = ts_task_apply(task, msg);
+        if (rc != TS_OK) {
+            task->batch_rc = rc;
+            task->batch_failed_at = msg->offset;
+            break;
+        }
+        if (task->batch_first < 0)
+            task->batch_first = msg->offset;
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(msg, &tstype);
+        if (ts > task->batch_event_ms)
+            task->batch_event_ms = ts;
+        task->batch_next = msg->offset + 1;
+        rd_kafka_message_destroy(msg);
+    }
+    task->batch_done = i;
+    if (task->batch_rc == TS_OK && task->batch_first >= 0)
+        task->batch_rc = ts_task_decide(task, task->batch_first, task->batch_next);
+}
+
+/* Step 1 done, back on the loop thread: flush what was decided. */
+static void ts_task_decided(uv_work_t *req, int status) {
+    ts_task *task = req->data;
+    (void)status; /* work is never cancelled */
+    task->stats.events = task->batch_done;
+    if (task->batch_rc != TS_OK) {
+        if (task->batch_failed_at >= 0)
+            ts_log_error(task->id, "offset %" PRId64 ": %s", task->batch_failed_at,
+                         ts_err_str(task->batch_rc));
+        for (size_t i = task->batch_done; i < task->batch_len; i++)
+            rd_kafka_message_destroy(task->batch[i]);
+        task->batch_len = task->batch_done = 0;
+        ts_ctx_writes_clear(task->ctx);
+        ts_effects_clear(task->effs);
+        task->busy = 0;
+        ts_task_fail(task, task->batch_rc);
+        return;
+    }
+    ts_task_unshift(task, task->batch + task->batch_done, task->batch_len - task->batch_done);
+    task->batch_len = task->batch_done = 0;
+    task->position = task->batch_next;
+    task->flush.first_offset = task->batch_first;
+    task->flush.next_offset = task->batch_next;
+    if (ts_effects_live(task->effs, 0) == 0) {
+        ts_task_flush_acked(task); /* not busy any more; schedules what waits */
+        return;
+    }
+    ts_task_flush_start(task);
+}
+
 void ts_task_run(ts_task *task) {
     if (!ts_task_ready(task))
         return;
@@ -834,14 +1036,21 @@ void ts_task_run(ts_task *task) {
         ts_task_rebuild_start(task);
         return;
     }
-    size_t limit = (size_t)task->host->max_events, done = 0;
+    size_t limit = (size_t)task->host->max_events;
+    if (task->batch_cap < limit) {
+        rd_kafka_message_t **grown = realloc(task->batch, limit * sizeof(*grown));
+        if (!grown)
+            return; /* the records wait; the next schedule tries again */
+        task->batch = grown;
+        task->batch_cap = limit;
+    }
     task->stats = (ts_task_batch){0};
     clock_gettime(CLOCK_MONOTONIC, &task->batch_start);
-    int64_t first = -1, next = task->position;
-    while (task->buf_head < task->buf_len && done < limit &&
-           ts_effects_bytes(task->effs) < TS_TASK_MAX_BATCH_BYTES) {
+    int64_t next = task->position;
+    task->batch_len = task->batch_done = 0;
+    while (task->buf_head < task->buf_len && task->batch_len < limit) {
         rd_kafka_message_t *msg = task->buf[task->buf_head++];
-        if (task->position >= 0 && msg->offset < next) {
+        if (next >= 0 && msg->offset < next) {
             rd_kafka_message_destroy(msg); /* redelivered below our position */
             continue;
         }
@@ -867,51 +1076,27 @@ void ts_task_run(ts_task *task) {
                          "their events were never processed",
                          next, msg->offset - 1);
         }
-        ts_err rc = ts_task_apply(task, msg);
-        if (rc != TS_OK) {
-            ts_log_error(task->id, "offset %" PRId64 ": %s", msg->offset, ts_err_str(rc));
-            rd_kafka_message_destroy(msg);
-            ts_ctx_writes_clear(task->ctx);
-            ts_effects_clear(task->effs);
-            ts_task_fail(task, rc);
-            return;
-        }
-        if (first < 0)
-            first = msg->offset;
-        rd_kafka_timestamp_type_t tstype;
-        int64_t ts = rd_kafka_message_timestamp(msg, &tstype);
-        if (ts > task->batch_event_ms)
-            task->batch_event_ms = ts;
+        task->batch[task->batch_len++] = msg;
         next = msg->offset + 1;
-        done++;
-        rd_kafka_message_destroy(msg);
     }
-    task->stats.events = done;
     if (task->buf_head == task->buf_len)
         task->buf_head = task->buf_len = 0;
     if (task->paused && task->buf_len - task->buf_head < (size_t)task->host->max_events) {
         task->paused = 0;
         task->host->pause(task->host->arg, task, 0);
     }
-    if (first < 0) {
+    if (task->batch_len == 0) {
         if (ts_task_ready(task))
             task->host->schedule(task->host->arg, task);
         return; /* everything was a redelivery */
     }
-
-    ts_err rc = ts_task_decide(task, first, next);
-    if (rc != TS_OK) {
-        ts_effects_clear(task->effs);
-        ts_task_fail(task, rc);
-        return;
+    task->busy = 1;
+    if (!task->host->loop) {
+        ts_task_decide_work(&task->work);
+        ts_task_decided(&task->work, 0);
+    } else if (uv_queue_work(task->host->loop, &task->work, ts_task_decide_work,
+                             ts_task_decided) != 0) {
+        ts_task_decide_work(&task->work); /* cannot happen with a valid loop; stay correct */
+        ts_task_decided(&task->work, 0);
     }
-    task->position = next;
-    task->flush.first_offset = first;
-    task->flush.next_offset = next;
-    if (ts_effects_live(task->effs, 0) == 0) {
-        task->flush.next_offset = next;
-        ts_task_flush_acked(task);
-        return;
-    }
-    ts_task_flush_start(task);
 }

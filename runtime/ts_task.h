@@ -12,12 +12,17 @@
  * count once. Records below the stored position are skipped (redelivery), and
  * an input whose event_id was already seen changes nothing.
  *
- * Threading: loop thread only.
+ * Threading: every function on the loop thread. Step 1 (running the processor
+ * over the batch and writing it to RocksDB) runs on the loop's thread pool when
+ * the host gives a loop, so tasks of different partitions decide at the same
+ * time on different cores; each task has its own codecs, context and effects,
+ * and one batch in flight, so nothing of a task is touched by two threads.
  */
 #ifndef TS_TASK_H
 #define TS_TASK_H
 
 #include <librdkafka/rdkafka.h>
+#include <uv.h>
 
 #include "ts_avro.h"
 #include "ts_ctx.h"
@@ -36,6 +41,7 @@ typedef struct ts_task_batch {
 
 /** What a task needs from the runtime that hosts it. Borrowed; outlives tasks. */
 typedef struct ts_task_host {
+    uv_loop_t *loop; /* step 1 runs on its thread pool; NULL: inline */
     ts_state *state;
     ts_sink *sinks;
     size_t n_sinks;
@@ -68,9 +74,12 @@ typedef struct ts_task_spec {
     const char *topic; /* input topic */
     const char *dlq_topic;
     const char *changelog_topic;        /* NULL: no changelog */
-    ts_decoder *decoder;                /* shared by the processor's tasks */
-    ts_ctx_encoder_fn encoder_for;      /* output topic -> encoder */
-    void *encoder_arg;
+    /* Codecs are made per task (they hold buffers; tasks run on pool threads). */
+    const ts_schemas *schemas;
+    const char *input_schema; /* subject of the input topic's schema */
+    /** The schema subject of output `topic`, or NULL when it is not an output. */
+    const char *(*output_schema)(void *arg, const char *topic);
+    void *output_arg;
 } ts_task_spec;
 
 /** Creates a task for `partition`; reads its stored position and pending effects. */
