@@ -32,9 +32,9 @@
  * and still round-trip every value a processor computes in practice. */
 #define TS_CTX_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
 /* Per context (task). Parsed documents take a few times their text size, so
- * a task holds some tens of MiB at most. */
-#define TS_CTX_CACHE_ENTRIES 8192
-#define TS_CTX_CACHE_BYTES (4u << 20)
+ * a task holds a few MiB at most. */
+#define TS_CTX_CACHE_ENTRIES 2048
+#define TS_CTX_CACHE_BYTES (1u << 20)
 #define TS_CTX_MAX_UNCACHED 4
 
 typedef struct ts_ctx_entry {

@@ -28,6 +28,12 @@
  * ts_partitioning, and does nothing for any other table. So an ordinary check
  * violation costs one extra attempt and is then handled as any SQL error.
  *
+ * Row statements are prepared once per connection and then only executed
+ * (PostgreSQL parses and plans an upsert once, not once per row): a job whose
+ * rows need a statement not prepared yet queues its Parse first, before the
+ * claim, in the same transaction. A failed attempt forgets the statements it
+ * prepared (they get new names next time), a new connection forgets all.
+ *
  * `done` may call back into the sink (write, or close); close during result
  * processing is deferred until the dispatch returns, so the connection is
  * never freed under the loop that reads it.
@@ -40,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uthash.h>
 
 #include "ts_log.h"
 #include "ts_migrate.h"
@@ -59,6 +66,14 @@ typedef enum ts_pg_job_state {
 
 typedef struct ts_pg_sink ts_pg_sink;
 
+/* A row statement prepared on the current connection, by SQL text. */
+typedef struct ts_pg_prepared {
+    char *sql;
+    char name[24];
+    const void *job; /* the attempt that prepared it, until it succeeds */
+    UT_hash_handle hh;
+} ts_pg_prepared;
+
 typedef struct ts_pg_job {
     struct ts_pg_job *next;          /* all unfinished jobs, FIFO */
     struct ts_pg_job *next_inflight; /* jobs on the wire, in sending order */
@@ -74,6 +89,7 @@ typedef struct ts_pg_job {
     char **ensure;      /* owned: tables whose partitions each attempt ensures */
     size_t n_ensure;
     int ensure_sent;    /* ensure statements in the current attempt, after the claim */
+    int prepares_sent;  /* statements prepared by the current attempt, before the claim */
     /* results of the current attempt */
     int stmts_done; /* statements whose results were fully read */
     int err_stmt;   /* statement that failed (0 = the claim), -1 none */
@@ -102,6 +118,8 @@ struct ts_pg_sink {
     ts_pg_job *head, *tail;
     ts_pg_job *inflight_head, *inflight_tail;
     ts_rowcol *cols; /* scratch for unpacking rows */
+    ts_pg_prepared *prepared;
+    unsigned long prepared_seq; /* names: never reused within a session */
 
     uv_timer_t retry_timer;
     uv_timer_t kick_timer;
@@ -291,6 +309,31 @@ static void ts_pg_job_free(ts_pg_job *job) {
     free(job);
 }
 
+static void ts_pg_prepared_drop(ts_pg_sink *ps, ts_pg_prepared *p) {
+    HASH_DEL(ps->prepared, p);
+    free(p->sql);
+    free(p);
+}
+
+/* Forgets every prepared statement (a new session has none), or only those
+ * prepared by `job`'s failed attempt (maybe not prepared at all). */
+static void ts_pg_prepared_forget(ts_pg_sink *ps, const ts_pg_job *job) {
+    ts_pg_prepared *p, *tmp;
+    HASH_ITER(hh, ps->prepared, p, tmp) {
+        if (!job || p->job == job)
+            ts_pg_prepared_drop(ps, p);
+    }
+}
+
+/* The attempt of `job` succeeded: what it prepared is prepared for good. */
+static void ts_pg_prepared_confirm(ts_pg_sink *ps, const ts_pg_job *job) {
+    ts_pg_prepared *p, *tmp;
+    HASH_ITER(hh, ps->prepared, p, tmp) {
+        if (p->job == job)
+            p->job = NULL;
+    }
+}
+
 static void ts_pg_job_reset_attempt(ts_pg_job *job) {
     job->stmts_done = 0;
     job->err_stmt = -1;
@@ -362,33 +405,71 @@ static char *ts_pg_job_rows_json(ts_pg_sink *ps, const ts_pg_job *job, const cha
 
 /* Queues a job's statements and its Sync on the connection. -1 when libpq
  * refuses (the connection is broken). */
+/* The prepared statement for `sql`, queueing its Parse when it is new. */
+static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_pg_buf *sql) {
+    ts_pg_prepared *p = NULL;
+    HASH_FIND(hh, ps->prepared, sql->data, sql->len, p);
+    if (p)
+        return p;
+    p = calloc(1, sizeof(*p));
+    if (!p || !(p->sql = malloc(sql->len + 1))) {
+        free(p);
+        return NULL;
+    }
+    memcpy(p->sql, sql->data, sql->len);
+    p->sql[sql->len] = '\0';
+    snprintf(p->name, sizeof p->name, "ts_row_%lu", ++ps->prepared_seq);
+    p->job = job;
+    if (!PQsendPrepare(ps->conn, p->name, p->sql, 0, NULL)) {
+        free(p->sql);
+        free(p);
+        return NULL;
+    }
+    HASH_ADD_KEYPTR(hh, ps->prepared, p->sql, sql->len, p);
+    job->prepares_sent++;
+    return p;
+}
+
 static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     PGconn *conn = ps->conn;
-    char next[24];
-    snprintf(next, sizeof next, "%lld", (long long)job->flush.next_offset);
-    const char *claim[3] = {job->task_id, next, job->owner};
-    if (!PQsendQueryParams(conn, TS_PG_CLAIM_SQL, 3, NULL, claim, NULL, NULL, 0))
-        return -1;
-    for (size_t t = 0; t < job->n_ensure; t++) {
-        char *rows = ts_pg_job_rows_json(ps, job, job->ensure[t]);
-        const char *args[2] = {job->ensure[t], rows};
-        int ok = rows && PQsendQueryParams(conn, TS_PG_ENSURE_SQL, 2, NULL, args, NULL, NULL, 0);
-        free(rows);
-        if (!ok)
-            return -1;
-    }
     size_t n = ts_effects_count(job->flush.effects);
     ts_pg_buf sql = {0}, vals = {0};
     const char **params = NULL;
-    int rc = 0;
+    ts_pg_prepared **stmts = malloc((n ? n : 1) * sizeof(*stmts));
+    int rc = stmts ? 0 : -1;
+    /* First the statements this job needs and the connection has not prepared:
+     * in the job's transaction, before the claim. */
+    job->prepares_sent = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const ts_effect *e = ts_effects_at(job->flush.effects, i);
+        stmts[i] = NULL;
         if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
             continue;
         size_t ncols, nkey;
         ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey); /* validated */
         sql.len = 0;
         ts_pg_build_stmt(e, ps->cols, ncols, nkey, &sql);
+        if (sql.failed || !(stmts[i] = ts_pg_prepare(ps, job, &sql)))
+            rc = -1;
+    }
+    char next[24];
+    snprintf(next, sizeof next, "%lld", (long long)job->flush.next_offset);
+    const char *claim[3] = {job->task_id, next, job->owner};
+    if (rc == 0 && !PQsendQueryParams(conn, TS_PG_CLAIM_SQL, 3, NULL, claim, NULL, NULL, 0))
+        rc = -1;
+    for (size_t t = 0; t < job->n_ensure && rc == 0; t++) {
+        char *rows = ts_pg_job_rows_json(ps, job, job->ensure[t]);
+        const char *args[2] = {job->ensure[t], rows};
+        if (!rows || !PQsendQueryParams(conn, TS_PG_ENSURE_SQL, 2, NULL, args, NULL, NULL, 0))
+            rc = -1;
+        free(rows);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const ts_effect *e = ts_effects_at(job->flush.effects, i);
+        if (!stmts[i])
+            continue;
+        size_t ncols, nkey;
+        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey);
         /* Parameter values must be NUL-terminated: copy them into one buffer
          * and point at it afterwards (it may move while growing). */
         size_t nparams = e->kind == TS_EFF_ROW_UPSERT ? ncols : nkey;
@@ -406,7 +487,7 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
             ts_pg_buf_put(&vals, "", 1); /* the terminator */
         }
         const char **p = realloc(params, (np ? np : 1) * sizeof *params);
-        if (!p || sql.failed || vals.failed) {
+        if (!p || vals.failed) {
             free(p);
             params = NULL;
             rc = -1;
@@ -415,14 +496,17 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
         params = p;
         for (size_t k = 0; k < np; k++)
             params[k] = nulls[k] ? vals.data + offsets[k] : NULL;
-        if (!PQsendQueryParams(conn, sql.data, (int)np, NULL, params, NULL, NULL, 0))
+        if (!PQsendQueryPrepared(conn, stmts[i]->name, (int)np, params, NULL, NULL, 0))
             rc = -1;
     }
+    free(stmts);
     free(params);
     free(sql.data);
     free(vals.data);
-    if (rc != 0 || !PQpipelineSync(conn))
+    if (rc != 0 || !PQpipelineSync(conn)) {
+        ts_pg_prepared_forget(ps, job);
         return -1;
+    }
     ts_pg_job_reset_attempt(job);
     job->ensure_sent = (int)job->n_ensure;
     job->state = TS_PG_JOB_SENT;
@@ -437,7 +521,10 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
 
 /* Rebuilds statement `idx` of a job (0 = the claim) for an error message. */
 static char *ts_pg_job_stmt_text(ts_pg_sink *ps, const ts_pg_job *job, int idx) {
-    if (idx <= 0)
+    idx -= job->prepares_sent;
+    if (idx < 0)
+        return strdup("(preparing a row statement)");
+    if (idx == 0)
         return strdup(TS_PG_CLAIM_SQL);
     if (idx <= job->ensure_sent)
         return strdup(TS_PG_ENSURE_SQL);
@@ -473,6 +560,7 @@ static void ts_pg_poll_closed(uv_handle_t *handle) {
         if (ps->closed)
             ps->closed(ps->closed_arg);
         free(ps->conninfo);
+        ts_pg_prepared_forget(ps, NULL);
         free(ps->cols);
         free(ps);
     }
@@ -534,6 +622,7 @@ static void ts_pg_disconnect(ts_pg_sink *ps) {
         PQfinish(ps->conn);
     ps->conn = NULL;
     ps->state = TS_PG_DOWN;
+    ts_pg_prepared_forget(ps, NULL);
     ps->inflight_head = ps->inflight_tail = NULL;
     for (ts_pg_job *job = ps->head; job; job = job->next) {
         job->state = TS_PG_JOB_QUEUED;
@@ -641,8 +730,8 @@ static int ts_pg_retriable(const char *sqlstate) {
  * @returns 1 when it was added, 0 when it was there already (or the failed
  * statement is not a row, or memory ran out): nothing new to try. */
 static int ts_pg_job_add_ensure(ts_pg_sink *ps, ts_pg_job *job) {
-    int idx = job->err_stmt - job->ensure_sent;
-    if (job->err_stmt <= job->ensure_sent)
+    int idx = job->err_stmt - job->prepares_sent - job->ensure_sent;
+    if (idx <= 0)
         return 0;
     size_t n = ts_effects_count(job->flush.effects);
     const ts_effect *failed = NULL;
@@ -674,6 +763,11 @@ static int ts_pg_job_add_ensure(ts_pg_sink *ps, ts_pg_job *job) {
 
 /* A job's Sync arrived: decide its fate. */
 static void ts_pg_job_settle(ts_pg_sink *ps, ts_pg_job *job) {
+    /* The Parses come first: an error after them means they all took. */
+    if (job->err_stmt < 0 || job->err_stmt >= job->prepares_sent)
+        ts_pg_prepared_confirm(ps, job);
+    else
+        ts_pg_prepared_forget(ps, job);
     if (job->err_stmt < 0) {
         ps->backoff_ms = TS_PG_BACKOFF_MIN_MS;
         ts_pg_job_finish(ps, job, TS_OK);
@@ -894,6 +988,7 @@ static void ts_pg_timer_closed(uv_handle_t *handle) {
     if (ps->closed)
         ps->closed(ps->closed_arg);
     free(ps->conninfo);
+    ts_pg_prepared_forget(ps, NULL);
     free(ps->cols);
     free(ps);
 }
