@@ -176,6 +176,10 @@ static ts_err ts_servers_spawn(char *const argv[], const char *logpath, const ts
         return TS_E_IO;
     }
     if (pid == 0) {
+        /* Its own process group: Ctrl-C in the terminal reaches the runtime,
+         * which finishes its batches and then stops the servers itself;
+         * PDEATHSIG still ends them if the runtime dies. */
+        setpgid(0, 0);
         if (nullfd != -1)
             dup2(nullfd, 0);
         dup2(logfd, 1);

@@ -5,7 +5,8 @@
  * problem with a message "path:line: problem". Relative paths in the file
  * are resolved against the file's folder. Environment variables override the
  * addresses and secrets (TASTESYNC_KAFKA_BROKERS, TASTESYNC_REDIS_URL,
- * TASTESYNC_POSTGRES_CONNINFO, TASTESYNC_STATE_DIR, TASTESYNC_GROUP).
+ * TASTESYNC_POSTGRES_CONNINFO, TASTESYNC_STATE_DIR, TASTESYNC_GROUP,
+ * TASTESYNC_HTTP_PORT).
  * The structure is plain data, owned by the ts_topology and read-only after load.
  */
 #ifndef TS_TOPOLOGY_H
