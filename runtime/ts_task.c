@@ -680,6 +680,7 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
         if (e->dead)
             continue;
         ts_bytes view;
+        double score;
         char *key;
         ts_err rc = TS_OK;
         switch (e->kind) {
@@ -698,7 +699,9 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
         case TS_EFF_ZADD:
             if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
                 return TS_E_NOMEM;
-            ts_task_local(task, wb, key, len, (const char *)&e->num, sizeof(e->num));
+            /* A copy: the score lives in the list, which the write may move. */
+            score = e->num;
+            ts_task_local(task, wb, key, len, (const char *)&score, sizeof(score));
             break;
         case TS_EFF_ZREM:
             if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
