@@ -300,8 +300,9 @@ static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partiti
         return TS_SOURCE_REFUSE;
     ts_task *task = ts_runtime_task_find(rt, topic, partition);
     if (task) {
-        /* Revoked while a flush was in flight and given back before it
-         * finished: its state is current, so it simply goes on. */
+        /* Revoked while a batch was decided or flushed and given back before
+         * it was removed: its state is current, so it goes on (a batch
+         * decided after the revocation is flushed now). */
         ts_task_reassign(task);
         ts_log_info(ts_task_id(task), "re-assigned while flushing");
         return ts_task_position(task) < 0 ? RD_KAFKA_OFFSET_BEGINNING : ts_task_position(task);

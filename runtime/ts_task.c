@@ -96,6 +96,7 @@ struct ts_task {
     ts_err batch_rc;
     int64_t batch_failed_at; /* offset of the record that failed the batch */
     int pending_acked; /* the stored pending effects are acknowledged, not deleted yet */
+    int held;          /* a batch decided after the revocation, not flushed */
     ts_flush rebuild_flush;
 };
 
@@ -302,6 +303,7 @@ int ts_task_ready(const ts_task *task) {
 int ts_task_rebuilding(const ts_task *task) { return task->rebuild_wanted || task->rebuilding; }
 
 static void ts_task_flush_start(ts_task *task);
+static void ts_task_flush_acked(ts_task *task);
 
 ts_err ts_task_start(ts_task *task) {
     if (ts_effects_count(task->effs) > 0) {
@@ -380,6 +382,13 @@ void ts_task_reassign(ts_task *task) {
     task->revoked = 0;
     task->stopped = 0;
     task->paused = 0;
+    if (task->held) {
+        task->held = 0;
+        if (ts_effects_live(task->effs, 0) == 0)
+            ts_task_flush_acked(task);
+        else
+            ts_task_flush_start(task);
+    }
 }
 
 /* Adds the DLQ record of a rejected or undecodable input: the input unchanged,
@@ -1025,6 +1034,17 @@ static void ts_task_decided(uv_work_t *req, int status) {
     task->position = task->batch_next;
     task->flush.first_offset = task->batch_first;
     task->flush.next_offset = task->batch_next;
+    if (task->revoked) {
+        /* Revoked while the batch was decided: it must not reach the sinks
+         * now, when the partition may already be processed elsewhere (a late
+         * flush would put older views and changelog records over newer
+         * ones). It is held: flushed if the partition comes back to this
+         * task, else its pending effects wait in RocksDB for the next task
+         * of this partition here whose state is current. */
+        task->held = 1;
+        task->busy = 0;
+        return;
+    }
     if (ts_effects_live(task->effs, 0) == 0) {
         ts_task_flush_acked(task); /* not busy any more; schedules what waits */
         return;

@@ -123,11 +123,15 @@ void ts_task_rebuild(ts_task *task);
 /** Non-zero while a rebuild is wanted or in flight. */
 int ts_task_rebuilding(const ts_task *task);
 
-/** Drops buffered records; the in-flight flush, if any, completes. */
+/** Drops buffered records; the in-flight flush, if any, completes. A batch
+ * being decided when the revocation comes is not flushed (the partition may
+ * be processed elsewhere already): it is held for ts_task_reassign, and
+ * otherwise its pending effects stay stored for the partition's next task. */
 void ts_task_revoke(ts_task *task);
 /** Non-zero after ts_task_revoke (until ts_task_reassign). */
 int ts_task_revoked(const ts_task *task);
-/** Takes the partition back after a revocation whose flush had not finished. */
+/** Takes the partition back after a revocation, before the task was removed;
+ * flushes a held batch. */
 void ts_task_reassign(ts_task *task);
 
 #endif
