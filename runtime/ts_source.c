@@ -256,7 +256,7 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
         {"auto.offset.reset", "earliest"},
         /* Eager by default: with librdkafka 2.0.2, cooperative-sticky and
          * manual commits lose the assignment when a commit meets a rebalance
-         * (librdkafka issue #4059, fixed in 2.7). kafka.config may choose
+         * (librdkafka issue #4059, fixed in 2.8.3). kafka.config may choose
          * cooperative-sticky where the library is newer. */
         {"partition.assignment.strategy", "roundrobin"},
         {"fetch.wait.max.ms", "10"},
