@@ -225,14 +225,8 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
         return ts_restore_apply_group(r, c, msg);
     if (k[0] != 'S' && k[0] != 'V' && k[0] != 'W')
         return TS_OK;
-    if (c->n == c->ops_cap) {
-        size_t cap = c->ops_cap ? c->ops_cap * 2 : 4096;
-        ts_restore_op *grown = realloc(c->ops, cap * sizeof(*grown));
-        if (!grown)
-            return TS_E_NOMEM;
-        c->ops = grown;
-        c->ops_cap = cap;
-    }
+    if (ts_restore_grow_ops(c) != TS_OK)
+        return TS_E_NOMEM;
     size_t idlen = strlen(r->task_id), klen = msg->key_len + idlen + 1;
     size_t vlen = msg->payload ? msg->len : 0;
     char *key = ts_restore_reserve(c, klen + vlen);
