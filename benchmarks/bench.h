@@ -51,6 +51,11 @@ typedef struct bench_ctx {
 
 /** Monotonic seconds. */
 double bench_now(void);
+/** Forks `tastesync run <topo>` pointed at the run's servers by environment,
+ * with its own state folder, log and group (and a static instance id when
+ * `instance` is not NULL); it dies with the benchmark. @returns its pid, or -1. */
+pid_t bench_spawn_runtime(const bench_ctx *b, const char *topo, const char *group,
+                          const char *state, const char *log, const char *instance);
 /** Adds one printed row (and nothing to results). */
 void bench_row(bench_ctx *b, const char *section, const char *name, double value,
                const char *unit, const char *note);

@@ -9,12 +9,15 @@
  *   tsbench [--short] [--events N] [--seed S] [--perf perf.data] [--only PHASE] --out FILE
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +30,29 @@ double bench_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+pid_t bench_spawn_runtime(const bench_ctx *b, const char *topo, const char *group,
+                          const char *state, const char *log, const char *instance) {
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        close(fd);
+    }
+    setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(b->cluster), 1);
+    setenv("TASTESYNC_REDIS_URL", b->redis_url, 1);
+    setenv("TASTESYNC_POSTGRES_CONNINFO", b->pg, 1);
+    setenv("TASTESYNC_STATE_DIR", state, 1);
+    setenv("TASTESYNC_GROUP", group, 1);
+    if (instance)
+        setenv("TASTESYNC_INSTANCE_ID", instance, 1);
+    execl(TS_BINARY, TS_BINARY, "run", topo, (char *)NULL);
+    _exit(127);
 }
 
 void bench_row(bench_ctx *b, const char *section, const char *name, double value,

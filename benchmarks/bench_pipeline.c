@@ -53,26 +53,10 @@ static json_t *bench_section(bench_ctx *b) { return json_object_get(b->results, 
 static int bench_rt_start(bench_ctx *b, bench_rt *rt) {
     snprintf(rt->log, sizeof(rt->log), "%s/runtime.log", b->dir);
     snprintf(rt->state, sizeof(rt->state), "%s/state", b->dir);
-    pid_t pid = fork();
+    pid_t pid = bench_spawn_runtime(b, TS_SOURCE_DIR "/benchmarks/topology.yaml", BENCH_GROUP,
+                                    rt->state, rt->log, NULL);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(rt->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDERR_FILENO);
-            dup2(fd, STDOUT_FILENO);
-            close(fd);
-        }
-        setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(b->cluster), 1);
-        setenv("TASTESYNC_REDIS_URL", b->redis_url, 1);
-        setenv("TASTESYNC_POSTGRES_CONNINFO", b->pg, 1);
-        setenv("TASTESYNC_STATE_DIR", rt->state, 1);
-        setenv("TASTESYNC_GROUP", BENCH_GROUP, 1);
-        execl(TS_BINARY, TS_BINARY, "run", TS_SOURCE_DIR "/benchmarks/topology.yaml",
-              (char *)NULL);
-        _exit(127);
-    }
     rt->pid = pid;
     return 0;
 }

@@ -47,24 +47,7 @@ static pid_t bench_rb_spawn(bench_ctx *b, const char *topo, const char *group,
     char log[256], state[256];
     snprintf(log, sizeof(log), "%s/%s-%s.log", b->dir, group, name);
     snprintf(state, sizeof(state), "%s/state-%s-%s", b->dir, group, name);
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-        dup2(fd, STDERR_FILENO);
-        dup2(fd, STDOUT_FILENO);
-        close(fd);
-    }
-    setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(b->cluster), 1);
-    setenv("TASTESYNC_REDIS_URL", b->redis_url, 1);
-    setenv("TASTESYNC_POSTGRES_CONNINFO", b->pg, 1);
-    setenv("TASTESYNC_STATE_DIR", state, 1);
-    setenv("TASTESYNC_GROUP", group, 1);
-    setenv("TASTESYNC_INSTANCE_ID", name, 1);
-    execl(TS_BINARY, TS_BINARY, "run", topo, (char *)NULL);
-    _exit(127);
+    return bench_spawn_runtime(b, topo, group, state, log, name);
 }
 
 /* Owner of each partition of BENCH_RB_TOPIC ("running" tasks only), from the
