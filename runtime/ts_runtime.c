@@ -82,10 +82,11 @@ typedef struct ts_runtime_meter {
     ts_sink_ops ops;
 } ts_runtime_meter;
 
-typedef struct ts_runtime_encoder {
+/* An output topic and its schema subject, proven encodable at start. */
+typedef struct ts_runtime_output {
     const char *topic;
-    ts_encoder *enc;
-} ts_runtime_encoder;
+    const char *schema;
+} ts_runtime_output;
 
 struct ts_runtime {
     const ts_topology *topo;
@@ -101,8 +102,8 @@ struct ts_runtime {
     ts_runtime_proc *procs;
     size_t n_procs;
     ts_runtime_setup *setups; /* one per processor */
-    ts_runtime_encoder *encoders;
-    size_t n_encoders;
+    ts_runtime_output *outputs;
+    size_t n_outputs;
 
     ts_sink sinks[3];
     size_t n_sinks, sinks_open;
@@ -415,22 +416,14 @@ static void ts_runtime_rebuilt(void *arg, ts_task *task, size_t n_views) {
     ts_redis_sink_mark(&rt->sinks[0], ts_task_id(task));
 }
 
-static ts_encoder *ts_runtime_encoder_for(void *arg, const char *topic) {
-    ts_runtime *rt = arg;
-    for (size_t i = 0; i < rt->n_encoders; i++)
-        if (strcmp(rt->encoders[i].topic, topic) == 0)
-            return rt->encoders[i].enc;
-    return NULL;
-}
-
-/* For tasks, which make their own encoders: the subject of an output topic
- * (one whose encoder was made, so known to work, at start). */
+/* For tasks, which make their own encoders: the subject of an output topic,
+ * or NULL when the topic is not an output. */
 static const char *ts_runtime_output_schema(void *arg, const char *topic) {
     ts_runtime *rt = arg;
-    if (!ts_runtime_encoder_for(rt, topic))
-        return NULL;
-    const ts_topic_conf *tc = ts_topology_topic(rt->topo, topic);
-    return tc ? tc->schema : NULL;
+    for (size_t i = 0; i < rt->n_outputs; i++)
+        if (strcmp(rt->outputs[i].topic, topic) == 0)
+            return rt->outputs[i].schema;
+    return NULL;
 }
 
 /* ---- stopping ----------------------------------------------------------------------- */
@@ -957,19 +950,22 @@ static ts_err ts_runtime_migrate(ts_runtime *rt, char *err, size_t errlen) {
     return rc;
 }
 
-static ts_err ts_runtime_add_encoder(ts_runtime *rt, const char *topic, char *err,
-                                     size_t errlen) {
-    if (ts_runtime_encoder_for(rt, topic))
+/* Registers an output topic, once its schema is proven encodable. */
+static ts_err ts_runtime_add_output(ts_runtime *rt, const char *topic, char *err,
+                                    size_t errlen) {
+    if (ts_runtime_output_schema(rt, topic))
         return TS_OK;
     const ts_topic_conf *tc = ts_topology_topic(rt->topo, topic);
-    ts_encoder *enc = tc && tc->schema ? ts_encoder_create(rt->schemas, tc->schema) : NULL;
-    if (!enc) {
+    ts_encoder *probe = tc && tc->schema ? ts_encoder_create(rt->schemas, tc->schema) : NULL;
+    int encodable = probe != NULL;
+    ts_encoder_destroy(probe);
+    if (!encodable) {
         snprintf(err, errlen, "%s:%d: output topic %s has no known schema", rt->topo->path,
                  tc ? tc->line : 0, topic);
         return TS_E_CONFIG;
     }
-    rt->encoders[rt->n_encoders].topic = tc->name;
-    rt->encoders[rt->n_encoders++].enc = enc;
+    rt->outputs[rt->n_outputs].topic = tc->name;
+    rt->outputs[rt->n_outputs++].schema = tc->schema;
     return TS_OK;
 }
 
@@ -980,8 +976,8 @@ static ts_err ts_runtime_build_procs(ts_runtime *rt, const ts_processor_def *con
     for (size_t i = 0; i < topo->n_processors; i++)
         n_out += topo->processors[i].n_outputs;
     rt->procs = calloc(topo->n_processors, sizeof(*rt->procs));
-    rt->encoders = calloc(n_out + 1, sizeof(*rt->encoders));
-    if (!rt->procs || !rt->encoders)
+    rt->outputs = calloc(n_out + 1, sizeof(*rt->outputs));
+    if (!rt->procs || !rt->outputs)
         return TS_E_NOMEM;
     for (size_t i = 0; i < topo->n_processors; i++) {
         const ts_processor_conf *pc = &topo->processors[i];
@@ -996,8 +992,9 @@ static ts_err ts_runtime_build_procs(ts_runtime *rt, const ts_processor_def *con
         const ts_topic_conf *in = ts_topology_topic(topo, pc->input);
         /* Each task makes its own decoder; this one proves the schema works. */
         ts_decoder *probe = in && in->schema ? ts_decoder_create(rt->schemas, in->schema) : NULL;
+        int decodable = probe != NULL;
         ts_decoder_destroy(probe);
-        if (!probe) {
+        if (!decodable) {
             snprintf(err, errlen, "%s:%d: input topic %s has no known schema", topo->path,
                      in ? in->line : pc->line, pc->input);
             return TS_E_CONFIG;
@@ -1020,7 +1017,7 @@ static ts_err ts_runtime_build_procs(ts_runtime *rt, const ts_processor_def *con
         proc->spec.output_schema = ts_runtime_output_schema;
         proc->spec.output_arg = rt;
         for (size_t o = 0; o < pc->n_outputs; o++) {
-            ts_err rc = ts_runtime_add_encoder(rt, pc->outputs[o], err, errlen);
+            ts_err rc = ts_runtime_add_output(rt, pc->outputs[o], err, errlen);
             if (rc != TS_OK)
                 return rc;
         }
@@ -1272,9 +1269,7 @@ void ts_runtime_destroy(ts_runtime *rt) {
         ts_effects_destroy(rt->setups[i].effs);
     free(rt->setups);
     free(rt->procs);
-    for (size_t i = 0; i < rt->n_encoders; i++)
-        ts_encoder_destroy(rt->encoders[i].enc);
-    free(rt->encoders);
+    free(rt->outputs);
     ts_state_close(rt->state);
     ts_schemas_destroy(rt->schemas);
     ts_servers_destroy(rt->servers);
