@@ -12,13 +12,15 @@
  * because the task is the only writer of its state while it lives.
  *
  * JSON values are kept parsed. Processors get a deep copy (4-5x cheaper than
- * parsing) and hand in a document that is deep-copied too, so nothing they do
- * to their own copy afterwards reaches the state. A document written is only
+ * parsing), so nothing they do to it reaches the state until they write it.
+ * A document written is kept by reference (ts_processor.h: the processor does
+ * not change it afterwards), saving a second copy per write. It is only
  * serialized when the batch is made durable, once per key however many events
  * of the batch rewrote it.
  */
 #include "ts_ctx.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,14 +429,13 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
 ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc) {
     size_t klen = ts_ctx_key(ctx, store, key);
     ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, NULL, 0, 1) : NULL;
-    if (e && !(e->doc = json_deep_copy(doc))) {
-        ts_ctx_entry_free(e);
-        e = NULL;
-    }
     if (!e) {
         ctx->state_failed = 1;
         return TS_E_NOMEM;
     }
+    /* A reference, not a copy: the context only ever reads the document
+     * (to serialize it, or to deep-copy it for a later get). */
+    e->doc = json_incref((json_t *)doc);
     e->unsynced = 1;
     ts_ctx_event_put(ctx, e);
     return TS_OK;
@@ -451,9 +452,37 @@ static ts_err ts_ctx_effect(ts_ctx *ctx, ts_effect_kind kind, const char *a, con
     return err;
 }
 
-ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
-    json_object_set_new(doc, "version", json_integer(ctx->ev ? ctx->ev->offset : -1));
+/* Serializes object `doc` with "version": `version` as its last member,
+ * without changing `doc`: it may share parts with a state document, which the
+ * context keeps by reference. Objects dump in insertion order, so the text is
+ * what setting the member would give; the member is appended to the text. */
+static char *ts_ctx_dump_versioned(json_t *doc, int64_t version) {
+    if (json_object_get(doc, "version")) { /* replaced, on a shallow copy */
+        json_t *copy = json_copy(doc);
+        char *text = NULL;
+        if (copy && json_object_set_new(copy, "version", json_integer(version)) == 0)
+            text = json_dumps(copy, TS_CTX_JSON_FLAGS);
+        json_decref(copy);
+        return text;
+    }
     char *text = json_dumps(doc, TS_CTX_JSON_FLAGS);
+    if (!text || !json_is_object(doc))
+        return text;
+    char member[48];
+    size_t len = strlen(text); /* ends with '}' */
+    int n = snprintf(member, sizeof(member), "%s\"version\":%" PRId64 "}",
+                     json_object_size(doc) ? "," : "", version);
+    char *grown = realloc(text, len + (size_t)n);
+    if (!grown) {
+        free(text);
+        return NULL;
+    }
+    memcpy(grown + len - 1, member, (size_t)n + 1);
+    return grown;
+}
+
+ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
+    char *text = ts_ctx_dump_versioned(doc, ctx->ev ? ctx->ev->offset : -1);
     if (!text) {
         ctx->state_failed = 1;
         return TS_E_NOMEM;

@@ -91,7 +91,9 @@ json_t *ts_event_json(const ts_event *ev, const char *field);
 /** Reads `key` of `store` as JSON. @returns a new reference, or NULL when the key
  * is absent (or, on a state failure, NULL with the task stopped). */
 json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key);
-/** Writes `doc` (borrowed) under `key` of `store`. */
+/** Writes `doc` under `key` of `store`. The context keeps a reference instead
+ * of a copy: the processor must not change `doc` after the call (it may still
+ * read it, release it, or change a fresh ts_ctx_get_json copy and write that). */
 ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc);
 /** Raw forms of the above. `*val` is borrowed until the next state call. */
 ts_err ts_ctx_get(ts_ctx *ctx, const char *store, const char *key, const char **val,
@@ -105,7 +107,8 @@ ts_err ts_ctx_del(ts_ctx *ctx, const char *store, const char *key);
  * Declared, not performed: the runtime applies them after the batch is decided.
  * Within a batch the last write to a view key, sorted-set member or row wins. */
 
-/** Sets JSON view `key` to `doc` (borrowed), adding "version" = the event's offset. */
+/** Sets JSON view `key` to `doc` (borrowed, not changed) with a last member
+ * "version" = the event's offset (when `doc` is an object). */
 ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc);
 /** Sets view `key` to a plain string (e.g. a counter), no version field. */
 ts_err ts_ctx_view_set_str(ts_ctx *ctx, const char *key, const char *value);

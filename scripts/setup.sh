@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake pkg-config
   librdkafka-dev libavro-dev libhiredis-dev libuv1-dev librocksdb-dev libpq-dev
-  libyaml-dev libjansson-dev uthash-dev libcriterion-dev libmicrohttpd-dev
+  libyaml-dev libjansson-dev uthash-dev libcriterion-dev libmicrohttpd-dev libjemalloc-dev
   redis-server postgresql kafkacat
 )
 # The interop test produces events with another Avro implementation (Node's

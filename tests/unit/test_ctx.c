@@ -110,10 +110,9 @@ Test(ctx, hot_keys_are_read_from_the_backend_once_across_batches) {
     cr_assert_str_eq(store.vals[0], "{\"n\":6}");
 }
 
-Test(ctx, changing_a_document_read_or_written_does_not_change_the_state) {
+Test(ctx, changing_a_document_read_does_not_change_the_state) {
     json_t *doc = json_pack("{s:i}", "n", 1);
     write_doc("s", "k", doc, TS_OK);
-    json_object_set_new(doc, "n", json_integer(99)); /* after the put */
     json_decref(doc);
     json_t *got = read_doc("s", "k");
     json_object_set_new(got, "n", json_integer(42)); /* a copy of its own */
@@ -128,10 +127,31 @@ Test(ctx, changing_a_document_read_or_written_does_not_change_the_state) {
     cr_assert_str_eq(store.vals[0], "{\"n\":1}");
 }
 
+Test(ctx, a_view_of_a_written_document_is_versioned_without_changing_the_state) {
+    json_t *doc = json_pack("{s:i, s:[i]}", "n", 1, "list", 7);
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", doc), TS_OK);
+    cr_assert_eq(ts_ctx_view_set_json(ctx, "v", doc), TS_OK);
+    json_t *empty = json_object();
+    cr_assert_eq(ts_ctx_view_set_json(ctx, "e", empty), TS_OK);
+    json_decref(empty);
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+    json_decref(doc);
+    char want[64];
+    snprintf(want, sizeof(want), "{\"n\":1,\"list\":[7],\"version\":%lld}", (long long)ev.offset);
+    cr_assert_str_eq(ts_effects_at(effs, 0)->b.data, want);
+    snprintf(want, sizeof(want), "{\"version\":%lld}", (long long)ev.offset);
+    cr_assert_str_eq(ts_effects_at(effs, 1)->b.data, want);
+    commit_batch();
+    cr_assert_str_eq(store.vals[0], "{\"n\":1,\"list\":[7]}");
+}
+
 Test(ctx, a_rejected_event_leaves_the_cached_value_as_it_was) {
     json_t *doc = json_pack("{s:i}", "n", 1);
     write_doc("s", "k", doc, TS_OK);
+    json_decref(doc);
     commit_batch();
+    doc = read_doc("s", "k");
     json_object_set_new(doc, "n", json_integer(2));
     write_doc("s", "k", doc, TS_E_REJECT);
     json_decref(doc);
