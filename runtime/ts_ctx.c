@@ -47,6 +47,7 @@ typedef struct ts_ctx_entry {
     json_t *doc;  /* the value parsed, or the document written; owned */
     int unsynced; /* doc is newer than val: serialize before it becomes durable */
     int dirty;    /* written by the batch, not just read */
+    int fresh;    /* added to the batch overlay by this batch (read or written) */
     UT_hash_handle hh;
 } ts_ctx_entry;
 
@@ -73,7 +74,9 @@ struct ts_ctx {
     ts_ctx_entry *batch; /* batch overlay and cache (dirty and clean entries) */
     ts_ctx_entry *event; /* event overlay (all dirty) */
     size_t dirty_count;
+    size_t clean_count, clean_bytes; /* the entries kept from earlier batches */
     char *uncached[TS_CTX_MAX_UNCACHED]; /* "store\x1f" prefixes kept for one batch only */
+    size_t uncached_len[TS_CTX_MAX_UNCACHED];
     size_t n_uncached;
 
     const ts_event *ev;
@@ -150,6 +153,7 @@ ts_err ts_ctx_set_uncached(ts_ctx *ctx, const char *store) {
     memcpy(prefix, store, len);
     prefix[len] = '\x1f';
     prefix[len + 1] = '\0';
+    ctx->uncached_len[ctx->n_uncached] = len + 1;
     ctx->uncached[ctx->n_uncached++] = prefix;
     return TS_OK;
 }
@@ -159,6 +163,27 @@ void ts_ctx_event_begin(ts_ctx *ctx, const ts_event *ev) {
     ctx->effects_mark = ts_effects_mark(ctx->effs);
     ctx->reason[0] = '\0';
     ctx->state_failed = 0;
+}
+
+/* Removes `e` from the batch overlay and frees it. */
+static void ts_ctx_forget(ts_ctx *ctx, ts_ctx_entry *e) {
+    if (!e->fresh) {
+        ctx->clean_count--;
+        ctx->clean_bytes -= e->klen + e->vlen;
+    }
+    HASH_DEL(ctx->batch, e);
+    ts_ctx_entry_free(e);
+}
+
+/* The entries this batch added to the batch overlay are its newest ones, in
+ * insertion order after every entry kept from earlier batches (those never
+ * move): the batch's work walks back from the newest while they are fresh,
+ * so it costs the batch's keys, not the whole cache's. */
+static ts_ctx_entry *ts_ctx_newest(const ts_ctx *ctx) {
+    if (!ctx->batch)
+        return NULL;
+    UT_hash_table *tbl = ctx->batch->hh.tbl;
+    return (ts_ctx_entry *)(void *)((char *)tbl->tail - tbl->hho);
 }
 
 /* Moves the event overlay into the batch overlay (the event succeeded). The
@@ -171,9 +196,9 @@ static void ts_ctx_event_merge(ts_ctx *ctx) {
         if (old) {
             if (old->dirty)
                 ctx->dirty_count--;
-            HASH_DEL(ctx->batch, old);
-            ts_ctx_entry_free(old);
+            ts_ctx_forget(ctx, old);
         }
+        e->fresh = 1;
         HASH_ADD_KEYPTR(hh, ctx->batch, e->key, e->klen, e);
         ctx->dirty_count++;
     }
@@ -213,8 +238,7 @@ ts_err ts_ctx_writes_foreach(ts_ctx *ctx,
                              void (*fn)(void *arg, const char *key, size_t klen, const char *val,
                                         size_t vlen),
                              void *arg) {
-    ts_ctx_entry *e, *tmp;
-    HASH_ITER(hh, ctx->batch, e, tmp) {
+    for (ts_ctx_entry *e = ts_ctx_newest(ctx); e && e->fresh; e = e->hh.prev) {
         if (!e->dirty)
             continue;
         if (ts_ctx_entry_sync(e) != TS_OK)
@@ -229,11 +253,12 @@ size_t ts_ctx_writes_count(const ts_ctx *ctx) { return ctx->dirty_count; }
 void ts_ctx_writes_clear(ts_ctx *ctx) {
     ts_ctx_map_clear(&ctx->batch);
     ctx->dirty_count = 0;
+    ctx->clean_count = ctx->clean_bytes = 0;
 }
 
 static int ts_ctx_is_uncached(const ts_ctx *ctx, const ts_ctx_entry *e) {
     for (size_t i = 0; i < ctx->n_uncached; i++) {
-        size_t plen = strlen(ctx->uncached[i]);
+        size_t plen = ctx->uncached_len[i];
         if (e->klen >= plen && memcmp(e->key, ctx->uncached[i], plen) == 0)
             return 1;
     }
@@ -241,28 +266,26 @@ static int ts_ctx_is_uncached(const ts_ctx *ctx, const ts_ctx_entry *e) {
 }
 
 void ts_ctx_writes_done(ts_ctx *ctx) {
-    ts_ctx_entry *e, *tmp;
-    size_t count = 0, bytes = 0;
-    HASH_ITER(hh, ctx->batch, e, tmp) {
+    ts_ctx_entry *e, *prev;
+    for (e = ts_ctx_newest(ctx); e && e->fresh; e = prev) {
+        prev = e->hh.prev;
         /* Absent keys and write-once stores are not worth a place. */
         if ((!e->val && !e->doc) || ts_ctx_is_uncached(ctx, e)) {
             HASH_DEL(ctx->batch, e);
             ts_ctx_entry_free(e);
             continue;
         }
-        e->dirty = 0;
-        count++;
-        bytes += e->klen + e->vlen;
+        e->dirty = e->fresh = 0;
+        ctx->clean_count++;
+        ctx->clean_bytes += e->klen + e->vlen;
     }
     ctx->dirty_count = 0;
     /* Hash order is insertion order: the oldest entries go first. */
+    ts_ctx_entry *tmp;
     HASH_ITER(hh, ctx->batch, e, tmp) {
-        if (count <= TS_CTX_CACHE_ENTRIES && bytes <= TS_CTX_CACHE_BYTES)
+        if (ctx->clean_count <= TS_CTX_CACHE_ENTRIES && ctx->clean_bytes <= TS_CTX_CACHE_BYTES)
             break;
-        count--;
-        bytes -= e->klen + e->vlen;
-        HASH_DEL(ctx->batch, e);
-        ts_ctx_entry_free(e);
+        ts_ctx_forget(ctx, e);
     }
 }
 
@@ -348,6 +371,7 @@ static ts_ctx_entry *ts_ctx_find(ts_ctx *ctx, const char *store, const char *key
         ctx->state_failed = 1;
         return NULL;
     }
+    e->fresh = 1;
     HASH_ADD_KEYPTR(hh, ctx->batch, e->key, e->klen, e);
     return e;
 }

@@ -146,6 +146,56 @@ Test(ctx, a_view_of_a_written_document_is_versioned_without_changing_the_state) 
     cr_assert_str_eq(store.vals[0], "{\"n\":1,\"list\":[7]}");
 }
 
+static void count_write(void *arg, const char *key, size_t klen, const char *val, size_t vlen) {
+    (void)key, (void)klen, (void)val, (void)vlen;
+    (*(size_t *)arg)++;
+}
+
+static void write_raw(const char *key, const char *val) {
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_put(ctx, "s", key, val, strlen(val)), TS_OK);
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+}
+
+Test(ctx, a_batch_makes_durable_only_its_own_writes_and_the_cache_stays_bounded) {
+    /* 16 values of 100 KiB: more than the cache's 1 MiB, so the oldest go. */
+    size_t big = 100 * 1024;
+    char *val = malloc(big + 1);
+    memset(val, 'x', big);
+    val[big] = '\0';
+    char key[8];
+    for (int batch = 0; batch < 2; batch++) {
+        for (int i = batch * 8; i < batch * 8 + 8; i++) {
+            snprintf(key, sizeof(key), "k%d", i);
+            write_raw(key, val);
+        }
+        size_t written = 0;
+        cr_assert_eq(ts_ctx_writes_foreach(ctx, count_write, &written), TS_OK);
+        cr_assert_eq(written, 8, "batch %d made %zu keys durable", batch, written);
+        commit_batch();
+    }
+    free(val);
+    /* A rewrite of a cached key replaces its entry, and is the next batch's only write. */
+    write_raw("k15", "small");
+    size_t written = 0;
+    cr_assert_eq(ts_ctx_writes_foreach(ctx, count_write, &written), TS_OK);
+    cr_assert_eq(written, 1);
+    commit_batch();
+
+    size_t before = store.gets;
+    const char *got;
+    size_t len;
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_get(ctx, "s", "k14", &got, &len), TS_OK);
+    cr_assert_eq(store.gets, before, "a recent key is served from the cache");
+    cr_assert_eq(ts_ctx_get(ctx, "s", "k15", &got, &len), TS_OK);
+    cr_assert_str_eq(got, "small");
+    cr_assert_eq(ts_ctx_get(ctx, "s", "k0", &got, &len), TS_OK);
+    cr_assert_eq(len, big);
+    cr_assert_eq(store.gets, before + 1, "the oldest key was evicted and read again");
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+}
+
 Test(ctx, a_rejected_event_leaves_the_cached_value_as_it_was) {
     json_t *doc = json_pack("{s:i}", "n", 1);
     write_doc("s", "k", doc, TS_OK);
