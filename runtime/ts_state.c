@@ -76,6 +76,12 @@ ts_err ts_state_open(const char *dir, ts_state **out, char *err, size_t errlen) 
         compression[level] = rocksdb_lz4_compression;
     rocksdb_options_set_num_levels(st->opts, 7);
     rocksdb_options_set_compression_per_level(st->opts, compression, 7);
+    /* Universal compaction: a task's writes are spread over its whole key
+     * space (new users, books, event ids), so leveled compaction rewrote most
+     * of L1 on every L0 compaction. In the 150k-event benchmark (560k events
+     * with the latency probes) compactions wrote 315 MiB instead of 1575 MiB
+     * and the state took 130 MiB on disk instead of 345. */
+    rocksdb_options_set_compaction_style(st->opts, rocksdb_universal_compaction);
     rocksdb_options_increase_parallelism(st->opts, 2);
     st->ropts = rocksdb_readoptions_create();
     st->wopts = rocksdb_writeoptions_create();
