@@ -1193,6 +1193,7 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .state = rt->state,
         .sinks = rt->metered,
         .max_events = topo->batch_max_events,
+        .max_ms = topo->batch_max_ms,
         .pause = ts_runtime_pause,
         .commit = ts_runtime_commit,
         .seek = ts_runtime_seek,

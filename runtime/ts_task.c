@@ -981,15 +981,30 @@ static void ts_task_unshift(ts_task *task, rd_kafka_message_t **msgs, size_t n) 
     memcpy(task->buf + task->buf_head, msgs, n * sizeof(*msgs));
 }
 
+/* Milliseconds since `start` on the monotonic clock. */
+static double ts_task_ms_since(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
+           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
 /* Step 1, on a pool thread: the processor over the batch's records, then the
- * batch written. Stops early once the effects reach TS_TASK_MAX_BATCH_BYTES. */
+ * batch written. Stops early once the effects reach TS_TASK_MAX_BATCH_BYTES,
+ * or once the records took the host's max_ms (looked at every 8 records):
+ * the batch's first views then wait at most that long for the rest. */
 static void ts_task_decide_work(uv_work_t *req) {
     ts_task *task = req->data;
     task->batch_rc = TS_OK;
     task->batch_first = -1;
     task->batch_failed_at = -1;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     size_t i = 0;
     for (; i < task->batch_len && ts_effects_bytes(task->effs) < TS_TASK_MAX_BATCH_BYTES; i++) {
+        if (i > 0 && i % 8 == 0 && task->host->max_ms > 0 &&
+            ts_task_ms_since(&start) >= task->host->max_ms)
+            break;
         rd_kafka_message_t *msg = task->batch[i];
         ts_err rc = ts_task_apply(task, msg);
         if (rc != TS_OK) {

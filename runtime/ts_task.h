@@ -46,6 +46,7 @@ typedef struct ts_task_host {
     ts_sink *sinks;
     size_t n_sinks;
     int max_events;
+    int max_ms; /* a batch stops taking records after this long; 0: no limit */
     /** Pauses (pause != 0) or resumes the task's partition at the source. */
     void (*pause)(void *arg, ts_task *task, int pause);
     /** Makes the source fetch the task's partition again from `offset`. */

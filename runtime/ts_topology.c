@@ -191,6 +191,8 @@ static const struct {
     {"TASTESYNC_STATE_DIR", "state.dir", 1},
     {"TASTESYNC_GROUP", "group", 1},
     {"TASTESYNC_HTTP_PORT", "http_port", 1},
+    {"TASTESYNC_BATCH_MAX_EVENTS", "batch.max_events", 1},
+    {"TASTESYNC_BATCH_MAX_MS", "batch.max_ms", 1},
 };
 
 /* ---- loader context ------------------------------------------------------ */

@@ -31,6 +31,7 @@ static void teardown(void) {
         ts_testpipe_runtime_stop(&tp, SIGKILL);
     ts_testpipe_stop(&tp);
     unsetenv("TASTESYNC_HTTP_PORT");
+    unsetenv("TASTESYNC_BATCH_MAX_MS");
 }
 
 TestSuite(metrics_http, .fini = teardown, .timeout = 240);
@@ -192,5 +193,60 @@ Test(metrics_http, readyz_follows_the_row_sink) {
                  body ? body : "no answer", tp.log);
     free(body);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "not committed; see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "clean exit; see %s", tp.log);
+}
+
+static double backlog_target;
+
+static int backlog_processed(const char *text) {
+    return ts_httpget_sample(text, PROCESSED, 0) >= backlog_target;
+}
+
+/* Runs the runtime over a backlog of `n` new books (the runtime stopped while
+ * they are produced) with TASTESYNC_BATCH_MAX_MS = `max_ms`, and returns the
+ * mean size of the batches it took them in. */
+static double backlog_mean_batch(int first, int n, const char *max_ms) {
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "clean exit; see %s", tp.log);
+    setenv("TASTESYNC_BATCH_MAX_MS", max_ms, 1);
+    static char texts[3000][256];
+    const char *topics[3000], *jsons[3000];
+    cr_assert_leq(n, 3000);
+    for (int i = 0; i < n; i++) {
+        int id = first + i;
+        snprintf(texts[i], sizeof(texts[i]),
+                 "{\"BookCreated\": {\"event_id\": \"x%d\", \"book_id\": \"xb%d\", "
+                 "\"user_id\": \"xu%d\", \"title\": \"T%d\", \"created_at\": "
+                 "\"2026-01-10T09:00:00.000Z\"}}",
+                 id, id, id, id);
+        topics[i] = TOPIC;
+        jsons[i] = texts[i];
+    }
+    cr_assert_eq(ts_testpipe_produce_json_batch(&tp, topics, jsons, (size_t)n), 0);
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0, "restart; see %s", tp.log);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 120), 0, "not committed; see %s", tp.log);
+    backlog_target = n;
+    char *text = scrape_until(backlog_processed, 60);
+    /* The counters start at zero with each runtime process. */
+    double events = ts_httpget_sample(text, "tastesync_batch_size_sum{processor=\"storybook\"}", -1);
+    double batches =
+        ts_httpget_sample(text, "tastesync_batch_size_count{processor=\"storybook\"}", -1);
+    free(text);
+    cr_assert_eq(events, n, "every book of the backlog, in batches");
+    return events / batches;
+}
+
+/* A backlog is taken in batches bounded by time: with batch.max_ms 1 a batch
+ * stops after about a millisecond of records, where with 60 s only the fetches
+ * and the 256 KiB bound on a batch's effects cut them. */
+Test(metrics_http, batch_max_ms_bounds_the_batches_of_a_backlog) {
+    start(0);
+    char *body = NULL;
+    cr_assert_eq(ts_httpget_wait(port, "/readyz", 200, 60, &body), 0, "/readyz: %s; see %s",
+                 body ? body : "no answer", tp.log);
+    free(body);
+    double unbounded = backlog_mean_batch(0, 3000, "60000");
+    double bounded = backlog_mean_batch(3000, 3000, "1");
+    cr_assert_lt(bounded, unbounded * 0.6, "mean batch: %.1f with 1 ms, %.1f with 60 s", bounded,
+                 unbounded);
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "clean exit; see %s", tp.log);
 }

@@ -15,7 +15,8 @@ static char tmpdir[PATH_MAX];
 
 static const char *const env_names[] = {"TASTESYNC_KAFKA_BROKERS", "TASTESYNC_REDIS_URL",
                                         "TASTESYNC_POSTGRES_CONNINFO", "TASTESYNC_STATE_DIR",
-                                        "TASTESYNC_GROUP"};
+                                        "TASTESYNC_GROUP", "TASTESYNC_BATCH_MAX_EVENTS",
+                                        "TASTESYNC_BATCH_MAX_MS"};
 
 static void setup(void) {
     /* The developer's shell must not change what the tests see. */
@@ -274,6 +275,22 @@ Test(topology, environment_overrides) {
     cr_expect_str_eq(topo->state_dir, joined(tmpdir, "var/state"));
     cr_expect_str_eq(topo->group, "other");
     ts_topology_destroy(topo);
+
+    setenv("TASTESYNC_BATCH_MAX_EVENTS", "300", 1);
+    setenv("TASTESYNC_BATCH_MAX_MS", "2", 1);
+    topo = load_ok("group: g\nbatch: {max_events: 10, max_ms: 50}\n");
+    cr_expect_eq(topo->batch_max_events, 300);
+    cr_expect_eq(topo->batch_max_ms, 2);
+    ts_topology_destroy(topo);
+    setenv("TASTESYNC_BATCH_MAX_MS", "0", 1); /* checked like the file: 1..60000 */
+    char err0[512];
+    ts_topology *bad0 = (ts_topology *)1;
+    cr_expect_eq(ts_topology_load(write_file("topology.yaml", "group: g\n"), &bad0, err0,
+                                  sizeof(err0)),
+                 TS_E_CONFIG);
+    cr_expect(strstr(err0, "TASTESYNC_BATCH_MAX_MS"), "got: %s", err0);
+    unsetenv("TASTESYNC_BATCH_MAX_EVENTS");
+    unsetenv("TASTESYNC_BATCH_MAX_MS");
 
     /* An empty address means "embedded", so it overrides; an empty group or
      * state dir means "not set". */
