@@ -362,6 +362,16 @@ static void ts_runtime_revoked(void *arg, const char *topic, int32_t partition) 
     }
 }
 
+/* Revoked tasks whose last batch is still deciding or on its way to the sinks
+ * (a revoked task stays in the list until it is not busy, see the tick). */
+static size_t ts_runtime_draining(void *arg) {
+    ts_runtime *rt = arg;
+    size_t n = 0;
+    for (size_t i = 0; i < rt->n_tasks; i++)
+        n += ts_task_revoked(rt->tasks[i]) && ts_task_busy(rt->tasks[i]);
+    return n;
+}
+
 static void ts_runtime_record(void *arg, rd_kafka_message_t *msg) {
     ts_runtime *rt = arg;
     ts_task *task = ts_runtime_task_find(rt, rd_kafka_topic_name(msg->rkt), msg->partition);
@@ -819,6 +829,8 @@ static void ts_runtime_on_tick(uv_timer_t *timer) {
             i++;
         }
     }
+    if (rt->source && !rt->closing)
+        ts_source_drained(rt->source); /* a revocation may wait for those just done */
     for (size_t i = 0; rt->setups && i < rt->n_procs; i++)
         busy += rt->setups[i].in_flight != 0;
     for (ts_runtime_restore *rr = rt->restores; rr; rr = rr->next) {
@@ -1054,6 +1066,7 @@ static ts_err ts_runtime_start_source(ts_runtime *rt, char *err, size_t errlen) 
     ts_source_handler handler = {
         .assigned = ts_runtime_assigned,
         .revoked = ts_runtime_revoked,
+        .draining = ts_runtime_draining,
         .record = ts_runtime_record,
         .failed = ts_runtime_source_failed,
         .arg = rt,

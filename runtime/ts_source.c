@@ -34,6 +34,11 @@ struct ts_source {
     int handles_open;
     int closing;
     rd_kafka_topic_partition_list_t *eager; /* the assignment, eager protocol only */
+    /* A revocation waiting for the revoked partitions' batches in flight (see
+     * ts_source_drained): the partitions, the protocol, and until when. */
+    rd_kafka_topic_partition_list_t *drain;
+    int drain_cooperative;
+    uint64_t drain_until; /* uv_now */
     rd_kafka_message_t *msgs[TS_SOURCE_ROUND];
 };
 
@@ -138,8 +143,44 @@ static void ts_source_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             src->handler.revoked(src->handler.arg, parts->elems[i].topic,
                                  parts->elems[i].partition);
         ts_log_info("source", "revoked %d partitions (%s)", parts->cnt, rd_kafka_err2str(err));
+        size_t draining = src->handler.draining ? src->handler.draining(src->handler.arg) : 0;
+        if (draining > 0 && !src->closing && !src->drain) {
+            /* A batch still on its way to Redis or the changelog would land
+             * after the partition's next owner wrote newer views and records
+             * (PostgreSQL is fenced, those are not): the partitions go back
+             * to the group only when those batches are acknowledged. */
+            ts_log_info("source", "revocation waits for %zu batch(es) in flight", draining);
+            src->drain = rd_kafka_topic_partition_list_copy(parts);
+            src->drain_cooperative = cooperative;
+            src->drain_until = uv_now(src->loop) + TS_SOURCE_DRAIN_MS;
+            return;
+        }
         ts_source_apply(src, rk, parts, cooperative, 0);
     }
+}
+
+/* Gives the partitions of a waiting revocation back to the group. */
+static void ts_source_drain_end(ts_source *src) {
+    rd_kafka_topic_partition_list_t *parts = src->drain;
+    src->drain = NULL;
+    ts_source_apply(src, src->rk, parts, src->drain_cooperative, 0);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+void ts_source_drained(ts_source *src) {
+    if (!src || !src->drain)
+        return;
+    size_t left = src->handler.draining(src->handler.arg);
+    if (left > 0 && uv_now(src->loop) < src->drain_until)
+        return;
+    if (left > 0)
+        ts_log_warn("source",
+                    "revocation completed with %zu batch(es) still in flight after %d ms "
+                    "(a sink is slow or down): their views may land after the new owner's",
+                    left, TS_SOURCE_DRAIN_MS);
+    else
+        ts_log_info("source", "revocation completed: the batches in flight are acknowledged");
+    ts_source_drain_end(src);
 }
 
 static void ts_source_commit_done(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -219,6 +260,8 @@ static void ts_source_on_readable(uv_poll_t *poll, int status, int events) {
 static void ts_source_free(ts_source *src) {
     if (src->eager)
         rd_kafka_topic_partition_list_destroy(src->eager);
+    if (src->drain)
+        rd_kafka_topic_partition_list_destroy(src->drain);
     if (src->pipefd[0] >= 0)
         close(src->pipefd[0]);
     if (src->pipefd[1] >= 0)
@@ -383,6 +426,8 @@ void ts_source_close(ts_source *src) {
     if (!src)
         return;
     src->closing = 1;
+    if (src->drain)
+        ts_source_drain_end(src);
     rd_kafka_queue_io_event_enable(src->queue, -1, NULL, 0);
     /* Leaving the group serves the final revocation through our rebalance
      * callback, on this thread. */

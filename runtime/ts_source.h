@@ -35,6 +35,11 @@ typedef struct ts_source_handler {
     int64_t (*assigned)(void *arg, const char *topic, int32_t partition, int64_t committed);
     /** A partition was revoked or lost; its records stop arriving. */
     void (*revoked)(void *arg, const char *topic, int32_t partition);
+    /** How many revoked partitions still have a batch on its way to the
+     * sinks (may be NULL: none). The revocation is completed (the partitions
+     * given back to the group) once none has, or after TS_SOURCE_DRAIN_MS:
+     * the handler calls ts_source_drained when that may have changed. */
+    size_t (*draining)(void *arg);
     /** A record; the handler owns `msg` (rd_kafka_message_destroy). */
     void (*record)(void *arg, rd_kafka_message_t *msg);
     /** The consumer hit a fatal error. */
@@ -47,6 +52,14 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
                         const char *group, const char *const *topics, size_t n_topics,
                         const ts_source_handler *handler, ts_source **out, char *err,
                         size_t errlen);
+/** Longest wait for revoked partitions' batches before the revocation is
+ * completed anyway (a sink outage must not hold the group's rebalance). */
+#define TS_SOURCE_DRAIN_MS 10000
+
+/** Completes a revocation that waits for batches (handler.draining) when
+ * none is left or the wait is over; otherwise does nothing. */
+void ts_source_drained(ts_source *src);
+
 /** Starts fetching a partition the handler held (TS_SOURCE_LATER: assigned,
  * but paused), from `offset` (or RD_KAFKA_OFFSET_BEGINNING). */
 void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int64_t offset);
