@@ -69,6 +69,14 @@ static char *scrape_until(int (*done)(const char *text), double seconds) {
     return scrape();
 }
 
+/* Waits until /readyz answers 200. */
+static void wait_ready(void) {
+    char *body = NULL;
+    cr_assert_eq(ts_httpget_wait(port, "/readyz", 200, 60, &body), 0, "/readyz: %s; see %s",
+                 body ? body : "no answer", tp.log);
+    free(body);
+}
+
 #define PROCESSED "tastesync_events_processed_total{processor=\"storybook\"}"
 #define REJECTED "tastesync_events_rejected_total{processor=\"storybook\"}"
 
@@ -166,11 +174,9 @@ Test(metrics_http, series_change_as_events_flow) {
 
 Test(metrics_http, readyz_follows_the_row_sink) {
     start(1);
-    char *body = NULL;
-    cr_assert_eq(ts_httpget_wait(port, "/readyz", 200, 60, &body), 0, "/readyz: %s; see %s",
-                 body ? body : "no answer", tp.log);
-    free(body);
+    wait_ready();
 
+    char *body = NULL;
     ts_testpipe_pg_stop(&tp);
     produce_books(0, 3); /* a write that has to wait for PostgreSQL */
     cr_assert_eq(ts_httpget_wait(port, "/readyz", 503, 60, &body), 0, "/readyz: %s; see %s",
@@ -189,9 +195,7 @@ Test(metrics_http, readyz_follows_the_row_sink) {
     free(text);
 
     cr_assert_eq(ts_testpipe_pg_start(&tp), 0, "postgres restart");
-    cr_assert_eq(ts_httpget_wait(port, "/readyz", 200, 60, &body), 0, "/readyz: %s; see %s",
-                 body ? body : "no answer", tp.log);
-    free(body);
+    wait_ready();
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "not committed; see %s", tp.log);
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "clean exit; see %s", tp.log);
 }
@@ -240,10 +244,7 @@ static double backlog_mean_batch(int first, int n, const char *max_ms) {
  * and the 256 KiB bound on a batch's effects cut them. */
 Test(metrics_http, batch_max_ms_bounds_the_batches_of_a_backlog) {
     start(0);
-    char *body = NULL;
-    cr_assert_eq(ts_httpget_wait(port, "/readyz", 200, 60, &body), 0, "/readyz: %s; see %s",
-                 body ? body : "no answer", tp.log);
-    free(body);
+    wait_ready();
     double unbounded = backlog_mean_batch(0, 3000, "60000");
     double bounded = backlog_mean_batch(3000, 3000, "1");
     cr_assert_lt(bounded, unbounded * 0.6, "mean batch: %.1f with 1 ms, %.1f with 60 s", bounded,
