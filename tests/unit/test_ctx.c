@@ -163,7 +163,7 @@ Test(ctx, a_batch_makes_durable_only_its_own_writes_and_the_cache_stays_bounded)
     char *val = malloc(big + 1);
     memset(val, 'x', big);
     val[big] = '\0';
-    char key[8];
+    char key[16];
     for (int batch = 0; batch < 2; batch++) {
         for (int i = batch * 8; i < batch * 8 + 8; i++) {
             snprintf(key, sizeof(key), "k%d", i);
