@@ -9,7 +9,6 @@
  *   tsbench [--short] [--events N] [--seed S] [--perf perf.data] [--only PHASE] --out FILE
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
@@ -17,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +23,7 @@
 #include "bench.h"
 #include "ts_kconf.h"
 #include "ts_model.h"
+#include "ts_testenv.h"
 
 double bench_now(void) {
     struct timespec ts;
@@ -34,25 +33,17 @@ double bench_now(void) {
 
 pid_t bench_spawn_runtime(const bench_ctx *b, const char *topo, const char *group,
                           const char *state, const char *log, const char *instance) {
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-        dup2(fd, STDERR_FILENO);
-        dup2(fd, STDOUT_FILENO);
-        close(fd);
-    }
-    setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(b->cluster), 1);
-    setenv("TASTESYNC_REDIS_URL", b->redis_url, 1);
-    setenv("TASTESYNC_POSTGRES_CONNINFO", b->pg, 1);
-    setenv("TASTESYNC_STATE_DIR", state, 1);
-    setenv("TASTESYNC_GROUP", group, 1);
-    if (instance)
-        setenv("TASTESYNC_INSTANCE_ID", instance, 1);
-    execl(TS_BINARY, TS_BINARY, "run", topo, (char *)NULL);
-    _exit(127);
+    ts_testenv_runtime rt = {
+        .topology = topo,
+        .brokers = ts_cluster_bootstraps(b->cluster),
+        .redis_url = b->redis_url,
+        .pg_conninfo = b->pg,
+        .state = state,
+        .group = group,
+        .log = log,
+        .instance = instance,
+    };
+    return ts_testenv_spawn_runtime(&rt);
 }
 
 void bench_row(bench_ctx *b, const char *section, const char *name, double value,

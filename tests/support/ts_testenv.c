@@ -10,13 +10,40 @@
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+pid_t ts_testenv_spawn_runtime(const ts_testenv_runtime *rt) {
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(rt->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        close(fd);
+    }
+    setenv("TASTESYNC_KAFKA_BROKERS", rt->brokers, 1);
+    setenv("TASTESYNC_REDIS_URL", rt->redis_url, 1);
+    setenv("TASTESYNC_POSTGRES_CONNINFO", rt->pg_conninfo, 1);
+    setenv("TASTESYNC_STATE_DIR", rt->state, 1);
+    setenv("TASTESYNC_GROUP", rt->group, 1);
+    if (rt->instance)
+        setenv("TASTESYNC_INSTANCE_ID", rt->instance, 1);
+    else
+        unsetenv("TASTESYNC_INSTANCE_ID");
+    execl(TS_BINARY, TS_BINARY, "run", rt->topology, (char *)NULL);
+    _exit(127);
+}
 
 double ts_testenv_timeout(double seconds) {
     const char *m = getenv("TS_TEST_TIMEOUT_MULTIPLIER");

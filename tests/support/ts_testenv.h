@@ -11,8 +11,23 @@
 #define TS_TESTENV_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "ts_servers.h"
+
+/** How to run a `tastesync run` child (every string borrowed). */
+typedef struct ts_testenv_runtime {
+    const char *topology; /* path of the topology file */
+    const char *brokers, *redis_url, *pg_conninfo;
+    const char *state; /* its state folder */
+    const char *group;
+    const char *log;      /* stdout and stderr are appended here */
+    const char *instance; /* a static instance id, or NULL for none */
+} ts_testenv_runtime;
+
+/** Forks and execs `tastesync run` with the addresses of `rt` in its
+ * environment; the child dies with its parent. @returns its pid, or -1. */
+pid_t ts_testenv_spawn_runtime(const ts_testenv_runtime *rt);
 
 /** Scales a timeout by env TS_TEST_TIMEOUT_MULTIPLIER (default 1). */
 double ts_testenv_timeout(double seconds);

@@ -2,13 +2,11 @@
 #include "ts_testpipe.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,27 +32,17 @@ static pid_t ts_testpipe_exec(ts_testpipe *tp, const char *state, const char *lo
                               const char *instance) {
     char group[64];
     ts_testpipe_group(tp, group, sizeof(group));
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-        dup2(fd, STDERR_FILENO);
-        dup2(fd, STDOUT_FILENO);
-        close(fd);
-    }
-    setenv("TASTESYNC_KAFKA_BROKERS", ts_cluster_bootstraps(tp->cluster), 1);
-    setenv("TASTESYNC_REDIS_URL", tp->redis.url, 1);
-    setenv("TASTESYNC_POSTGRES_CONNINFO", tp->pg, 1);
-    setenv("TASTESYNC_STATE_DIR", state, 1);
-    setenv("TASTESYNC_GROUP", group, 1);
-    if (instance)
-        setenv("TASTESYNC_INSTANCE_ID", instance, 1);
-    else
-        unsetenv("TASTESYNC_INSTANCE_ID");
-    execl(TS_BINARY, TS_BINARY, "run", TS_SOURCE_DIR "/topology.yaml", (char *)NULL);
-    _exit(127);
+    ts_testenv_runtime rt = {
+        .topology = TS_SOURCE_DIR "/topology.yaml",
+        .brokers = ts_cluster_bootstraps(tp->cluster),
+        .redis_url = tp->redis.url,
+        .pg_conninfo = tp->pg,
+        .state = state,
+        .group = group,
+        .log = log,
+        .instance = instance,
+    };
+    return ts_testenv_spawn_runtime(&rt);
 }
 
 int ts_testpipe_runtime_start(ts_testpipe *tp) {
