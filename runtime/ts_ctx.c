@@ -271,8 +271,7 @@ void ts_ctx_writes_done(ts_ctx *ctx) {
         prev = e->hh.prev;
         /* Absent keys and write-once stores are not worth a place. */
         if ((!e->val && !e->doc) || ts_ctx_is_uncached(ctx, e)) {
-            HASH_DEL(ctx->batch, e);
-            ts_ctx_entry_free(e);
+            ts_ctx_forget(ctx, e);
             continue;
         }
         e->dirty = e->fresh = 0;

@@ -804,6 +804,14 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     return rc;
 }
 
+/* Milliseconds since `start` on the monotonic clock. */
+static double ts_task_ms_since(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
+           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
 /* Step 3: every sink acknowledged the flush. */
 static void ts_task_flush_acked(ts_task *task) {
     int had_pending = ts_effects_count(task->effs) > 0;
@@ -822,9 +830,7 @@ static void ts_task_flush_acked(ts_task *task) {
     if (had_pending && !ts_task_ready(task))
         ts_task_forget_pending(task);
     if (task->host->batched && task->stats.events > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        task->stats.seconds = (double)(now.tv_sec - task->batch_start.tv_sec) +
-                              (double)(now.tv_nsec - task->batch_start.tv_nsec) / 1e9;
+        task->stats.seconds = ts_task_ms_since(&task->batch_start) / 1e3;
         task->host->batched(task->host->arg, task, &task->stats);
         task->stats.events = 0;
     }
@@ -979,14 +985,6 @@ static void ts_task_unshift(ts_task *task, rd_kafka_message_t **msgs, size_t n) 
     }
     task->buf_head -= n;
     memcpy(task->buf + task->buf_head, msgs, n * sizeof(*msgs));
-}
-
-/* Milliseconds since `start` on the monotonic clock. */
-static double ts_task_ms_since(const struct timespec *start) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
-           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
 }
 
 /* Step 1, on a pool thread: the processor over the batch's records, then the
