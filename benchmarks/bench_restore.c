@@ -18,7 +18,6 @@
  * The mock cluster keeps only ~5 MiB of record batches per partition, so the
  * records are spread over 16 partitions (1M records: ~62k each).
  */
-#include <endian.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +27,7 @@
 #include "bench.h"
 #include "ts_effects.h"
 #include "ts_kconf.h"
+#include "ts_pending.h"
 #include "ts_log.h"
 #include "ts_restore.h"
 #include "ts_state.h"
@@ -38,11 +38,10 @@
 
 static json_t *bench_section(bench_ctx *b) { return json_object_get(b->results, "restore"); }
 
-/* One marker value: [first][next][effects], effects = 5 view writes. */
+/* One marker value (ts_pending's marker form) with 5 view writes. */
 static char *bench_marker(bench_ctx *b, size_t nj, int64_t first, int64_t next, size_t *len) {
     ts_effects *effs = ts_effects_create();
-    char *blob = NULL, *val = NULL;
-    size_t blen = 0;
+    char *val = NULL;
     for (int i = 0; i < 5 && effs; i++) {
         char key[64];
         snprintf(key, sizeof(key), "bench:view:%lld:%d", (long long)first, i);
@@ -50,14 +49,16 @@ static char *bench_marker(bench_ctx *b, size_t nj, int64_t first, int64_t next, 
         ts_bytes k = ts_bytes_str(key), v = ts_bytes_str(json);
         ts_effects_add(effs, TS_EFF_VIEW_SET, &k, &v, NULL, NULL, 0);
     }
-    if (effs && ts_effects_encode(effs, &blob, &blen) == TS_OK && (val = malloc(blen + 16))) {
-        uint64_t f = htobe64((uint64_t)first), n = htobe64((uint64_t)next);
-        memcpy(val, &f, 8);
-        memcpy(val + 8, &n, 8);
-        memcpy(val + 16, blob, blen);
-        *len = blen + 16;
+    ts_buf q = {0};
+    if (effs) {
+        ts_pending_begin(&q, first, next, effs);
+        ts_bytes marker = q.failed ? (ts_bytes){NULL, 0} : ts_pending_marker(&q);
+        if (marker.data && (val = malloc(marker.len))) {
+            memcpy(val, marker.data, marker.len);
+            *len = marker.len;
+        }
     }
-    free(blob);
+    ts_buf_close(&q);
     ts_effects_destroy(effs);
     return val;
 }

@@ -265,119 +265,42 @@ size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind) {
 
 /* ---- serialization ---------------------------------------------------------
  * Blob: "TSE1", then per live effect: u8 kind, f64 num (host order: the blob
- * never leaves the machine that wrote it), and four fields of u32 length
- * (0xFFFFFFFF = absent) + bytes. */
+ * never leaves the machine that wrote it), and four ts_buf fields. */
 
 #define TS_EFFECTS_MAGIC "TSE1"
-#define TS_ABSENT 0xFFFFFFFFu
 
-typedef struct ts_wbuf {
-    char *data;
-    size_t len, cap;
-    int failed;
-} ts_wbuf;
-
-static void ts_wbuf_put(ts_wbuf *w, const void *p, size_t n) {
-    if (w->failed)
-        return;
-    if (w->len + n > w->cap) {
-        size_t cap = w->cap ? w->cap : 256;
-        while (cap < w->len + n)
-            cap *= 2;
-        char *data = realloc(w->data, cap);
-        if (!data) {
-            w->failed = 1;
-            return;
-        }
-        w->data = data;
-        w->cap = cap;
-    }
-    memcpy(w->data + w->len, p, n);
-    w->len += n;
-}
-
-static void ts_wbuf_field(ts_wbuf *w, const ts_bytes *b) {
-    uint32_t len = b->data ? (uint32_t)b->len : TS_ABSENT;
-    ts_wbuf_put(w, &len, sizeof(len));
-    if (b->data)
-        ts_wbuf_put(w, b->data, b->len);
-}
-
-static void ts_effects_encode_into(ts_wbuf *w, const ts_effects *effs, size_t from) {
+static void ts_effects_encode_into(ts_buf *w, const ts_effects *effs, size_t from) {
     for (size_t i = from; i < effs->count; i++) {
         const ts_effect *e = &effs->slots[i].eff;
         if (e->dead)
             continue;
         uint8_t kind = (uint8_t)e->kind;
-        ts_wbuf_put(w, &kind, 1);
-        ts_wbuf_put(w, &e->num, sizeof(e->num));
-        ts_wbuf_field(w, &e->a);
-        ts_wbuf_field(w, &e->b);
-        ts_wbuf_field(w, &e->c);
-        ts_wbuf_field(w, &e->d);
+        ts_buf_put(w, &kind, 1);
+        ts_buf_put(w, &e->num, sizeof(e->num));
+        ts_buf_field(w, &e->a);
+        ts_buf_field(w, &e->b);
+        ts_buf_field(w, &e->c);
+        ts_buf_field(w, &e->d);
     }
 }
 
-ts_err ts_effects_encode(const ts_effects *effs, char **out, size_t *len) {
-    ts_wbuf w = {0};
-    ts_wbuf_put(&w, TS_EFFECTS_MAGIC, 4);
-    ts_effects_encode_into(&w, effs, 0);
-    if (w.failed) {
-        free(w.data);
-        return TS_E_NOMEM;
-    }
-    *out = w.data;
-    *len = w.len;
-    return TS_OK;
-}
-
-ts_err ts_effects_encode_more(const ts_effects *effs, size_t from, char **blob, size_t *len) {
-    ts_wbuf w = {*blob, *len, *len, 0};
-    ts_effects_encode_into(&w, effs, from);
-    *blob = w.data; /* possibly moved by realloc, even when a later one failed */
-    if (w.failed)
-        return TS_E_NOMEM;
-    *len = w.len;
-    return TS_OK;
-}
-
-static int ts_rbuf_take(const char **p, const char *end, void *dst, size_t n) {
-    if ((size_t)(end - *p) < n)
-        return -1;
-    memcpy(dst, *p, n);
-    *p += n;
-    return 0;
-}
-
-static int ts_rbuf_field(const char **p, const char *end, ts_bytes *b) {
-    uint32_t len;
-    if (ts_rbuf_take(p, end, &len, sizeof(len)))
-        return -1;
-    if (len == TS_ABSENT) {
-        b->data = NULL;
-        b->len = 0;
-        return 0;
-    }
-    if ((size_t)(end - *p) < len)
-        return -1;
-    b->data = (char *)*p;
-    b->len = len;
-    *p += len;
-    return 0;
+ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out) {
+    ts_buf_put(out, TS_EFFECTS_MAGIC, 4);
+    ts_effects_encode_into(out, effs, 0);
+    return out->failed ? TS_E_NOMEM : TS_OK;
 }
 
 ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len) {
-    const char *p = blob, *end = blob + len;
     if (len < 4 || memcmp(blob, TS_EFFECTS_MAGIC, 4) != 0)
         return TS_E_DECODE;
-    p += 4;
-    while (p < end) {
+    ts_reader r = {blob + 4, blob + len};
+    while (ts_reader_left(&r) > 0) {
         uint8_t kind;
         double num;
         ts_bytes a, b, c, d;
-        if (ts_rbuf_take(&p, end, &kind, 1) || ts_rbuf_take(&p, end, &num, sizeof(num)) ||
-            ts_rbuf_field(&p, end, &a) || ts_rbuf_field(&p, end, &b) ||
-            ts_rbuf_field(&p, end, &c) || ts_rbuf_field(&p, end, &d))
+        if (ts_reader_take(&r, &kind, 1) || ts_reader_take(&r, &num, sizeof(num)) ||
+            ts_reader_field(&r, &a) || ts_reader_field(&r, &b) || ts_reader_field(&r, &c) ||
+            ts_reader_field(&r, &d))
             return TS_E_DECODE;
         if (kind < TS_EFF_VIEW_SET || kind > TS_EFF_EMIT)
             return TS_E_DECODE;
@@ -390,104 +313,89 @@ ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len) {
 
 /* ---- packed rows and headers ------------------------------------------------- */
 
+/* A column or header name: u16 length, bytes. */
+static int ts_effects_read_name(ts_reader *r, ts_rowcol *col) {
+    uint16_t len;
+    if (ts_reader_take(r, &len, 2) || ts_reader_left(r) < len)
+        return -1;
+    col->name = r->p;
+    col->name_len = len;
+    r->p += len;
+    return 0;
+}
+
+static void ts_effects_put_name(ts_buf *w, const char *name, size_t len) {
+    uint16_t len16 = (uint16_t)len;
+    ts_buf_put(w, &len16, 2);
+    ts_buf_put(w, name, len16);
+}
+
+/* Hands the buffer's bytes over as a ts_bytes (data NULL if building failed). */
+static ts_bytes ts_effects_packed(ts_buf *w) {
+    if (w->failed) {
+        ts_buf_close(w);
+        return (ts_bytes){NULL, 0};
+    }
+    return (ts_bytes){w->data, w->len};
+}
+
 ts_err ts_rowcols_unpack(const ts_bytes *packed, ts_rowcol *cols, size_t cap, size_t *ncols,
                          size_t *nkey) {
-    const char *p = packed->data, *end = packed->data + packed->len;
+    ts_reader r = {packed->data, packed->data + packed->len};
     uint16_t n, k;
-    if (!p || ts_rbuf_take(&p, end, &n, 2) || ts_rbuf_take(&p, end, &k, 2) || k > n || n > cap)
+    if (!packed->data || ts_reader_take(&r, &n, 2) || ts_reader_take(&r, &k, 2) || k > n ||
+        n > cap)
         return TS_E_DECODE;
     for (size_t i = 0; i < n; i++) {
-        uint16_t name_len;
-        uint32_t value_len;
-        if (ts_rbuf_take(&p, end, &name_len, 2) || (size_t)(end - p) < name_len)
+        ts_bytes value;
+        if (ts_effects_read_name(&r, &cols[i]) || ts_reader_field(&r, &value))
             return TS_E_DECODE;
-        cols[i].name = p;
-        cols[i].name_len = name_len;
-        p += name_len;
-        if (ts_rbuf_take(&p, end, &value_len, 4))
-            return TS_E_DECODE;
-        if (value_len == TS_ABSENT) {
-            cols[i].value = NULL;
-            cols[i].value_len = 0;
-            continue;
-        }
-        if ((size_t)(end - p) < value_len)
-            return TS_E_DECODE;
-        cols[i].value = p;
-        cols[i].value_len = value_len;
-        p += value_len;
+        cols[i].value = value.data; /* NULL: SQL NULL */
+        cols[i].value_len = value.len;
     }
     *ncols = n;
     *nkey = k;
-    return p == end ? TS_OK : TS_E_DECODE;
+    return ts_reader_left(&r) == 0 ? TS_OK : TS_E_DECODE;
 }
 
 ts_bytes ts_rowcols_pack(const ts_rowcol *cols, size_t n, size_t nkey) {
-    ts_wbuf w = {0};
+    ts_buf w = {0};
     uint16_t count = (uint16_t)n, keys = (uint16_t)nkey;
-    ts_wbuf_put(&w, &count, 2);
-    ts_wbuf_put(&w, &keys, 2);
+    ts_buf_put(&w, &count, 2);
+    ts_buf_put(&w, &keys, 2);
     for (size_t i = 0; i < n; i++) {
-        uint16_t name_len = (uint16_t)cols[i].name_len;
-        uint32_t value_len = cols[i].value ? (uint32_t)cols[i].value_len : TS_ABSENT;
-        ts_wbuf_put(&w, &name_len, 2);
-        ts_wbuf_put(&w, cols[i].name, name_len);
-        ts_wbuf_put(&w, &value_len, 4);
-        if (cols[i].value)
-            ts_wbuf_put(&w, cols[i].value, cols[i].value_len);
+        ts_effects_put_name(&w, cols[i].name, cols[i].name_len);
+        ts_bytes value = {(char *)cols[i].value, cols[i].value_len};
+        ts_buf_field(&w, &value);
     }
-    ts_bytes b = {NULL, 0};
-    if (w.failed) {
-        free(w.data);
-        return b;
-    }
-    b.data = w.data;
-    b.len = w.len;
-    return b;
+    return ts_effects_packed(&w);
 }
 
-/* Headers use the row layout without the key count. */
+/* Headers use the row layout without the key count; a value is never absent. */
 ts_err ts_headers_unpack(const ts_bytes *packed, ts_rowcol *headers, size_t cap, size_t *n) {
-    const char *p = packed->data, *end = packed->data + packed->len;
+    ts_reader r = {packed->data, packed->data + packed->len};
     uint16_t count;
-    if (!p || ts_rbuf_take(&p, end, &count, 2) || count > cap)
+    if (!packed->data || ts_reader_take(&r, &count, 2) || count > cap)
         return TS_E_DECODE;
     for (size_t i = 0; i < count; i++) {
-        uint16_t name_len;
-        uint32_t value_len;
-        if (ts_rbuf_take(&p, end, &name_len, 2) || (size_t)(end - p) < name_len)
+        ts_bytes value;
+        if (ts_effects_read_name(&r, &headers[i]) || ts_reader_field(&r, &value) || !value.data)
             return TS_E_DECODE;
-        headers[i].name = p;
-        headers[i].name_len = name_len;
-        p += name_len;
-        if (ts_rbuf_take(&p, end, &value_len, 4) || (size_t)(end - p) < value_len)
-            return TS_E_DECODE;
-        headers[i].value = p;
-        headers[i].value_len = value_len;
-        p += value_len;
+        headers[i].value = value.data;
+        headers[i].value_len = value.len;
     }
     *n = count;
-    return p == end ? TS_OK : TS_E_DECODE;
+    return ts_reader_left(&r) == 0 ? TS_OK : TS_E_DECODE;
 }
 
 ts_bytes ts_headers_pack(const char *const *names, const char *const *values, size_t n) {
-    ts_wbuf w = {0};
+    ts_buf w = {0};
     uint16_t count = (uint16_t)n;
-    ts_wbuf_put(&w, &count, 2);
+    ts_buf_put(&w, &count, 2);
     for (size_t i = 0; i < n; i++) {
-        uint16_t name_len = (uint16_t)strlen(names[i]);
-        uint32_t value_len = (uint32_t)strlen(values[i]);
-        ts_wbuf_put(&w, &name_len, 2);
-        ts_wbuf_put(&w, names[i], name_len);
-        ts_wbuf_put(&w, &value_len, 4);
-        ts_wbuf_put(&w, values[i], value_len);
+        ts_effects_put_name(&w, names[i], strlen(names[i]));
+        ts_bytes value = {(char *)values[i], strlen(values[i])};
+        ts_buf_field(&w, &value);
     }
-    ts_bytes b = {NULL, 0};
-    if (w.failed) {
-        free(w.data);
-        return b;
-    }
-    b.data = w.data;
-    b.len = w.len;
-    return b;
+    return ts_effects_packed(&w);
 }

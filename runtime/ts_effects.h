@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ts_buf.h"
 #include "ts_error.h"
 
 typedef enum ts_effect_kind {
@@ -31,12 +32,6 @@ typedef enum ts_effect_kind {
     TS_EFF_EMIT,         /* a: topic, b: key, c: value bytes (absent: a tombstone),
                             d: packed headers, num: partition + 1 (0: by key) */
 } ts_effect_kind;
-
-/** A byte string; `data` NULL means absent (distinct from empty). */
-typedef struct ts_bytes {
-    char *data;
-    size_t len;
-} ts_bytes;
 
 typedef struct ts_effect {
     ts_effect_kind kind;
@@ -72,14 +67,10 @@ const ts_effect *ts_effects_at(const ts_effects *effs, size_t i);
 /** Number of live effects of `kind` (0 = of any kind). */
 size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind);
 
-/** Serializes the live effects into a new malloc'ed blob (*out, *len). */
-ts_err ts_effects_encode(const ts_effects *effs, char **out, size_t *len);
-/** Extends `*blob` (made by ts_effects_encode of this list, or by the caller
- * around such a blob, malloc'ed; realloc'ed here) with the live effects from
- * index `from` on, as if the whole list were encoded now. Only right when the
- * effects added since `from` superseded none before it (e.g. only EMITs). */
-ts_err ts_effects_encode_more(const ts_effects *effs, size_t from, char **blob, size_t *len);
-/** Appends the effects of a blob made by ts_effects_encode. TS_E_DECODE if malformed. */
+/** Appends the serialized live effects (a blob) to `out`; TS_E_NOMEM if it
+ * failed (then out->failed is set). */
+ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out);
+/** Appends the effects of a blob made by ts_effects_encode_to. TS_E_DECODE if malformed. */
 ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len);
 
 /** ts_bytes from a C string (NULL stays absent). */

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "ts_log.h"
+#include "ts_pending.h"
 
 #define TS_TASK_SEEN_STORE "_seen" /* event ids already applied, for dedup */
 /* A batch closes once its effects reach this size: its changelog marker,
@@ -79,8 +80,8 @@ struct ts_task {
     ts_effects *rebuild_effs; /* the views read back from the mirror */
     char *ckeybuf;            /* scratch: a changelog record's key */
     size_t ckeycap;
-    char *seen_group;         /* the batch's event ids for the changelog, NUL-separated */
-    size_t seen_len, seen_cap;
+    ts_buf seen_group;        /* the batch's event ids for the changelog, NUL-separated */
+    ts_buf pending;           /* the decided batch's pending record (ts_pending.h) */
 
     ts_decoder *decoder; /* the task's own codecs */
     struct ts_task_encoder {
@@ -127,7 +128,6 @@ static ts_err ts_task_backend_get(void *impl, const char *key, size_t klen, char
     return ts_state_get(task->host->state, full, len, val, vlen);
 }
 
-/* Pending blob: first offset, next offset (int64 big-endian), effects blob. */
 static int64_t ts_task_be64(const char *p) {
     uint64_t v;
     memcpy(&v, p, 8);
@@ -157,6 +157,23 @@ int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
     return pos;
 }
 
+/* The current value of the local key a changelog key stands for: tag, then
+ * the task id and its NUL, then the rest (ts_pending's references). */
+static ts_err ts_task_changelog_value(void *arg, const ts_bytes *changelog_key, char **val,
+                                      size_t *vlen) {
+    ts_task *task = arg;
+    size_t idlen = strlen(task->id), klen = changelog_key->len + idlen + 1;
+    char *key = malloc(klen);
+    if (!key)
+        return TS_E_NOMEM;
+    key[0] = changelog_key->data[0];
+    memcpy(key + 1, task->id, idlen + 1);
+    memcpy(key + idlen + 2, changelog_key->data + 1, changelog_key->len - 1);
+    ts_err rc = ts_state_get(task->host->state, key, klen, val, vlen);
+    free(key);
+    return rc;
+}
+
 static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     char *val = NULL;
     size_t vlen = 0;
@@ -174,15 +191,18 @@ static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     rc = ts_state_get(task->host->state, task->pending_key, task->pending_key_len, &val, &vlen);
     if (rc == TS_E_NOTFOUND)
         return TS_OK;
-    if (rc != TS_OK || vlen < 16 || ts_effects_decode(task->effs, val + 16, vlen - 16) != TS_OK) {
-        free(val);
-        snprintf(err, errlen, "task %s: pending effects unreadable", task->id);
-        return rc == TS_OK ? TS_E_STATE : rc;
-    }
-    task->flush.first_offset = ts_task_be64(val);
-    task->flush.next_offset = ts_task_be64(val + 8);
-    task->acked = task->flush.first_offset;
+    ts_pending_changelog changelog = {task->spec->changelog_topic, task->partition,
+                                      ts_task_changelog_value, task};
+    if (rc == TS_OK)
+        rc = ts_pending_decode(val, vlen, &changelog, task->effs, &task->flush.first_offset,
+                               &task->flush.next_offset);
     free(val);
+    if (rc != TS_OK) {
+        ts_effects_clear(task->effs);
+        snprintf(err, errlen, "task %s: pending effects unreadable", task->id);
+        return rc == TS_E_DECODE ? TS_E_STATE : rc;
+    }
+    task->acked = task->flush.first_offset;
     return TS_OK;
 }
 
@@ -277,7 +297,8 @@ void ts_task_destroy(ts_task *task) {
         rd_kafka_message_destroy(task->batch[i]);
     free(task->batch);
     free(task->ckeybuf);
-    free(task->seen_group);
+    ts_buf_close(&task->seen_group);
+    ts_buf_close(&task->pending);
     free(task->state_prefix);
     free(task->keybuf);
     free(task);
@@ -516,29 +537,19 @@ static void ts_task_local(ts_task *task, ts_state_batch *wb, const char *key, si
     memcpy(ckey + 1, key + 1 + skip, klen - 1 - skip);
     ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), k = {ckey, klen - skip};
     ts_bytes v = {(char *)val, vlen};
-    /* Straight into the batch's effects: the marker was taken before. */
+    /* Straight into the batch's effects; the pending record refers to the
+     * value, which this write batch stores under the local key. */
     if (ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &k, &v, NULL,
                        (double)task->partition + 1) != TS_OK)
         task->changelog_failed = 1;
+    ts_pending_add_ref(&task->pending, &k);
 }
 
 /* Adds a state key of the event-id store to the batch's group record. */
 static void ts_task_seen_add(ts_task *task, const char *key, size_t klen) {
-    if (task->seen_len + klen + 1 > task->seen_cap) {
-        size_t cap = task->seen_cap ? task->seen_cap * 2 : 4096;
-        while (cap < task->seen_len + klen + 1)
-            cap *= 2;
-        char *grown = realloc(task->seen_group, cap);
-        if (!grown) {
-            task->changelog_failed = 1;
-            return;
-        }
-        task->seen_group = grown;
-        task->seen_cap = cap;
-    }
-    memcpy(task->seen_group + task->seen_len, key, klen);
-    task->seen_len += klen;
-    task->seen_group[task->seen_len++] = '\0';
+    if (task->seen_group.len > 0)
+        ts_buf_put(&task->seen_group, "", 1); /* the separator */
+    ts_buf_put(&task->seen_group, key, klen);
 }
 
 static void ts_task_write_state(void *arg, const char *key, size_t klen, const char *val,
@@ -565,15 +576,18 @@ static void ts_task_write_state(void *arg, const char *key, size_t klen, const c
 /* The batch's group record of event ids, keyed by its first offset so that
  * compaction keeps every batch's. */
 static ts_err ts_task_add_seen_group(ts_task *task, int64_t first) {
-    if (task->seen_len == 0)
+    if (task->seen_group.failed)
+        return TS_E_NOMEM;
+    if (task->seen_group.len == 0)
         return TS_OK;
     char key[32];
     int klen = snprintf(key, sizeof(key), "Z%" PRId64, first);
     ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), k = {key, (size_t)klen};
-    ts_bytes v = {task->seen_group, task->seen_len - 1}; /* no NUL after the last */
+    ts_bytes v = {task->seen_group.data, task->seen_group.len};
     ts_err rc = ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &k, &v, NULL,
                                (double)task->partition + 1);
-    task->seen_len = 0;
+    ts_pending_add_inline(&task->pending, &k, &v); /* not a local key's value */
+    ts_buf_reset(&task->seen_group);
     return rc;
 }
 
@@ -730,44 +744,22 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
     return TS_OK;
 }
 
-/* [first][next][blob]: the pending form, also the changelog marker's value. */
-static char *ts_task_pending_blob(int64_t first, int64_t next, const ts_effects *effs,
-                                  size_t *len) {
-    char *blob = NULL;
-    size_t blen = 0;
-    if (ts_effects_encode(effs, &blob, &blen) != TS_OK)
-        return NULL;
-    char *pending = malloc(blen + 16);
-    if (pending) {
-        ts_task_put_be64(pending, first);
-        ts_task_put_be64(pending + 8, next);
-        memcpy(pending + 16, blob, blen);
-        *len = blen + 16;
-    }
-    free(blob);
-    return pending;
-}
-
 /* Step 1: makes the batch durable and decided: state, position, view mirror
  * and pending effects in one RocksDB write batch. With a changelog, every
  * local write is also appended to the effects as a changelog record, then the
  * marker, which carries the batch's own effects (views, rows, output events)
  * so that an instance restoring this partition can re-send them. The pending
- * blob is the marker extended with the changelog's effects (encoded once). */
+ * record holds the marker and refers to the changelog records' values
+ * (ts_pending.h). */
 static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
-    size_t plen = 0, processed = ts_effects_count(task->effs);
-    char *pending = NULL;
-    if (task->spec->changelog_topic || ts_effects_live(task->effs, 0) > 0) {
-        if (!(pending = ts_task_pending_blob(first, next, task->effs, &plen)))
-            return TS_E_NOMEM;
-    }
+    size_t processed = ts_effects_count(task->effs);
+    int keep = task->spec->changelog_topic || ts_effects_live(task->effs, 0) > 0;
+    ts_pending_begin(&task->pending, first, next, task->effs);
     ts_state_batch *wb = ts_state_batch_create();
-    if (!wb) {
-        free(pending);
+    if (!wb)
         return TS_E_NOMEM;
-    }
     task->changelog_failed = 0;
-    task->seen_len = 0;
+    ts_buf_reset(&task->seen_group);
     void *pair[2] = {task, wb};
     ts_err rc = ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
     if (rc == TS_OK)
@@ -777,21 +769,19 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     ts_state_batch_put(wb, task->pos_key, task->pos_key_len, pos, 8);
     if (rc == TS_OK)
         rc = ts_task_mirror(task, wb, processed);
-    if (rc == TS_OK && task->changelog_failed)
+    if (rc == TS_OK && (task->changelog_failed || task->pending.failed))
         rc = TS_E_NOMEM;
     if (rc == TS_OK && task->spec->changelog_topic) {
         ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), key = {"M", 1};
-        ts_bytes marker = {pending, plen};
+        ts_bytes marker = ts_pending_marker(&task->pending);
         rc = ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &key, &marker, NULL,
                             (double)task->partition + 1);
-        if (rc == TS_OK)
-            rc = ts_effects_encode_more(task->effs, processed, &pending, &plen);
     }
-    if (rc == TS_OK && pending)
-        ts_state_batch_put(wb, task->pending_key, task->pending_key_len, pending, plen);
+    if (rc == TS_OK && keep)
+        ts_state_batch_put(wb, task->pending_key, task->pending_key_len, task->pending.data,
+                           task->pending.len);
     else if (rc == TS_OK && task->pending_acked)
         ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
-    free(pending);
     if (rc == TS_OK)
         rc = ts_state_write(task->host->state, wb);
     ts_state_batch_destroy(wb);

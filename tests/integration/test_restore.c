@@ -1,12 +1,17 @@
 /* test_restore.c - state follows its partition: an instance whose local state
- * is gone restores it from the changelog before processing, and a clean
- * restart with local state restores nothing. */
+ * is gone restores it from the changelog before processing, a batch whose
+ * changelog records never landed before a crash reaches the changelog at the
+ * restart (from its pending record), and a clean restart with local state
+ * restores nothing. */
 #include <criterion/criterion.h>
 #include <ftw.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ts_testpipe.h"
 
@@ -55,6 +60,12 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
+static void wipe_local_state(void) {
+    char state[256];
+    snprintf(state, sizeof(state), "%s/state", tp.dir);
+    nftw(state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static size_t dlq_size(void) {
     size_t n = 0;
     rd_kafka_message_t **msgs = ts_testpipe_read_topic(&tp, TOPIC ".dlq", &n);
@@ -68,9 +79,7 @@ Test(restore, lost_local_state_comes_back_from_the_changelog) {
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGKILL), 128 + SIGKILL);
 
     /* The instance comes back on a new disk: no local state at all. */
-    char state[256];
-    snprintf(state, sizeof(state), "%s/state", tp.dir);
-    nftw(state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    wipe_local_state();
     cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
 
     /* Updates of books created before: accepted only if the state is back. */
@@ -98,6 +107,80 @@ Test(restore, lost_local_state_comes_back_from_the_changelog) {
                                      "SELECT count(*) FROM books WHERE title LIKE 'Again %'"),
                  0);
     cr_assert_str_eq(out, "50");
+}
+
+/* Waits until one of the books b<from>..b<to - 1> has a view in Redis.
+ * @returns its number, or -1. */
+static int wait_any_book(int from, int to, double seconds) {
+    char key[64], out[4096];
+    for (double waited = 0; waited < seconds; waited += 0.05) {
+        for (int i = from; i < to; i++) {
+            snprintf(key, sizeof(key), "storybook:book:b%d", i);
+            if (ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s", key) == 0 &&
+                out[0] == '{')
+                return i;
+        }
+        usleep(50000);
+    }
+    return -1;
+}
+
+#define PRODUCE_API_KEY 0 /* Kafka's ApiKey of Produce requests */
+
+Test(restore, a_batch_killed_before_its_changelog_landed_reaches_it_at_restart) {
+    /* Every Produce request fails (retriably) once the runtime is up again:
+     * its batches reach RocksDB, Redis and PostgreSQL, never the changelog. */
+    produce_books(0, 1);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+    /* Only creations: a book of the stuck batch is written by no later one,
+     * so the changelog can only have it from the re-send. */
+    for (int i = 1; i < 20; i++)
+        produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
+                "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
+                i);
+    rd_kafka_mock_cluster_t *mock = ts_cluster_mock(tp.cluster);
+    enum { N_ERRORS = 100000 };
+    static rd_kafka_resp_err_t errors[N_ERRORS];
+    for (size_t i = 0; i < N_ERRORS; i++)
+        errors[i] = RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS;
+    rd_kafka_mock_push_request_errors_array(mock, PRODUCE_API_KEY, N_ERRORS, errors);
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    /* A book's view means its batch was decided (in RocksDB) and flushed:
+     * the changelog's share of that flush cannot land, so the task keeps
+     * its pending record, and its later batches wait behind it. */
+    int decided = wait_any_book(1, 20, 60);
+    cr_assert_geq(decided, 1, "no batch was decided (see %s)", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGKILL), 128 + SIGKILL);
+
+    /* The restart re-sends the pending batch: its changelog records are read
+     * back from the local state (ts_pending's references). */
+    rd_kafka_mock_clear_request_errors(mock, PRODUCE_API_KEY);
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert(log_has("re-sending"), "a pending batch was re-sent (see %s)", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+
+    /* From the changelog alone, the books and their event ids are back. */
+    wipe_local_state();
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    for (int i = 0; i < 20; i++)
+        produce("{\"BookUpdated\": {\"event_id\": \"up%d\", \"book_id\": \"b%d\", \"user_id\": "
+                "\"u%d\", \"title\": \"Again %d\", \"updated_at\": 1767225700000}}",
+                i);
+    produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
+            "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
+            decided);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert(log_has("restored"), "a restore happened (see %s)", tp.log);
+    cr_assert_eq(dlq_size(), 0, "nothing rejected: every book and event id reached the changelog");
+    char out[4096], key[64], title[64];
+    snprintf(key, sizeof(key), "storybook:book:b%d", decided);
+    snprintf(title, sizeof(title), "Again %d", decided);
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s", key), 0);
+    json_t *book = json_loads(out, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(book, "title")), title, "%s", out);
+    json_decref(book);
 }
 
 Test(restore, clean_restart_keeps_local_state) {

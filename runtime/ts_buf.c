@@ -1,0 +1,72 @@
+/* ts_buf.c - a growable byte buffer and a reader (see ts_buf.h).
+ *
+ * The buffer doubles its capacity when it grows, so appending n bytes in
+ * small pieces costs O(n) copies and O(log n) reallocations. */
+#include "ts_buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TS_BUF_ABSENT 0xFFFFFFFFu
+#define TS_BUF_FIRST_CAP 256
+
+void ts_buf_put(ts_buf *buf, const void *p, size_t n) {
+    if (buf->failed || n == 0)
+        return;
+    if (buf->len + n > buf->cap) {
+        size_t cap = buf->cap ? buf->cap : TS_BUF_FIRST_CAP;
+        while (cap < buf->len + n)
+            cap *= 2;
+        char *data = realloc(buf->data, cap);
+        if (!data) {
+            buf->failed = 1;
+            return;
+        }
+        buf->data = data;
+        buf->cap = cap;
+    }
+    memcpy(buf->data + buf->len, p, n);
+    buf->len += n;
+}
+
+void ts_buf_field(ts_buf *buf, const ts_bytes *b) {
+    uint32_t len = b->data ? (uint32_t)b->len : TS_BUF_ABSENT;
+    ts_buf_put(buf, &len, sizeof(len));
+    if (b->data)
+        ts_buf_put(buf, b->data, b->len);
+}
+
+void ts_buf_reset(ts_buf *buf) {
+    buf->len = 0;
+    buf->failed = 0;
+}
+
+void ts_buf_close(ts_buf *buf) {
+    free(buf->data);
+    *buf = (ts_buf){0};
+}
+
+int ts_reader_take(ts_reader *r, void *dst, size_t n) {
+    if ((size_t)(r->end - r->p) < n)
+        return -1;
+    memcpy(dst, r->p, n);
+    r->p += n;
+    return 0;
+}
+
+int ts_reader_field(ts_reader *r, ts_bytes *b) {
+    uint32_t len;
+    if (ts_reader_take(r, &len, sizeof(len)))
+        return -1;
+    if (len == TS_BUF_ABSENT) {
+        *b = (ts_bytes){NULL, 0};
+        return 0;
+    }
+    if ((size_t)(r->end - r->p) < len)
+        return -1;
+    *b = (ts_bytes){(char *)r->p, len};
+    r->p += len;
+    return 0;
+}
+
+size_t ts_reader_left(const ts_reader *r) { return (size_t)(r->end - r->p); }

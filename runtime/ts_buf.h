@@ -1,0 +1,54 @@
+/* ts_buf.h - byte strings, a growable byte buffer, and a reader over bytes.
+ *
+ * The runtime's stored and shipped blobs (pending effects, changelog group
+ * records) are built by appending to a ts_buf and read back with a
+ * ts_reader. A field is a u32 length in host order (0xFFFFFFFF = absent)
+ * followed by the bytes: these blobs never leave the machine that wrote them.
+ *
+ * A ts_buf is embedded in its owner (init by zeroing, close with
+ * ts_buf_close). An allocation failure sets `failed` and makes every later
+ * append a no-op, so a builder checks once at the end.
+ *
+ * Threading: none; owned by one thread at a time.
+ */
+#ifndef TS_BUF_H
+#define TS_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** A byte string; `data` NULL means absent (distinct from empty). */
+typedef struct ts_bytes {
+    char *data;
+    size_t len;
+} ts_bytes;
+
+typedef struct ts_buf {
+    char *data;
+    size_t len, cap;
+    int failed; /* an append ran out of memory: the contents are incomplete */
+} ts_buf;
+
+/** Appends `n` bytes. */
+void ts_buf_put(ts_buf *buf, const void *p, size_t n);
+/** Appends a field: u32 length (0xFFFFFFFF when `b->data` is NULL), bytes. */
+void ts_buf_field(ts_buf *buf, const ts_bytes *b);
+/** Empties the buffer (and clears `failed`), keeping its memory. */
+void ts_buf_reset(ts_buf *buf);
+/** Frees the memory; the buffer is empty and usable again. */
+void ts_buf_close(ts_buf *buf);
+
+/** Reads bytes in order; borrowed, valid while the bytes are. */
+typedef struct ts_reader {
+    const char *p, *end;
+} ts_reader;
+
+/** Copies the next `n` bytes into `dst`. @returns 0, or -1 if fewer remain. */
+int ts_reader_take(ts_reader *r, void *dst, size_t n);
+/** The next field, borrowed (data NULL when absent). @returns 0, or -1 if
+ * it is truncated. */
+int ts_reader_field(ts_reader *r, ts_bytes *b);
+/** Bytes not read yet. */
+size_t ts_reader_left(const ts_reader *r);
+
+#endif

@@ -1,0 +1,135 @@
+/* test_pending.c - the stored form of a decided batch (ts_pending.c): its two
+ * forms, references resolved at re-send, and malformed records refused. */
+#include <criterion/criterion.h>
+#include <endian.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_pending.h"
+
+/* The local state the references resolve against: changelog key -> value. */
+typedef struct fake_local {
+    const char *keys[4], *vals[4];
+    size_t n, lookups;
+} fake_local;
+
+static ts_err fake_resolve(void *arg, const ts_bytes *key, char **val, size_t *vlen) {
+    fake_local *fl = arg;
+    fl->lookups++;
+    for (size_t i = 0; i < fl->n; i++)
+        if (strlen(fl->keys[i]) == key->len && memcmp(fl->keys[i], key->data, key->len) == 0) {
+            *val = strdup(fl->vals[i]);
+            *vlen = strlen(fl->vals[i]);
+            return TS_OK;
+        }
+    return TS_E_NOTFOUND;
+}
+
+static ts_effects *processor_effects(void) {
+    ts_effects *effs = ts_effects_create();
+    ts_bytes k = ts_bytes_str("books:u1"), v = ts_bytes_str("[1,2]");
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &k, &v, NULL, NULL, 0), TS_OK);
+    ts_bytes t = ts_bytes_str("orders"), m = ts_bytes_str("o-7");
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_EMIT, &t, &m, &v, NULL, 0), TS_OK);
+    return effs;
+}
+
+static int bytes_eq(const ts_bytes *b, const char *s) {
+    return b->data && b->len == strlen(s) && memcmp(b->data, s, b->len) == 0;
+}
+
+Test(pending, a_full_form_resends_the_changelog_with_current_values_and_the_marker) {
+    ts_effects *effs = processor_effects();
+    ts_buf q = {0};
+    ts_pending_begin(&q, 40, 45, effs);
+    ts_bytes s1 = ts_bytes_str("Sshelf\x1fu1"), gone = ts_bytes_str("Vold:view");
+    ts_bytes z = ts_bytes_str("Z40"), ids = {"a\0b", 3};
+    ts_pending_add_ref(&q, &s1);
+    ts_pending_add_inline(&q, &z, &ids);
+    ts_pending_add_ref(&q, &gone);
+    cr_assert_not(q.failed);
+
+    fake_local local = {{"Sshelf\x1fu1"}, {"{\"n\":3}"}, 1, 0};
+    ts_pending_changelog cl = {"app-changelog", 5, fake_resolve, &local};
+    ts_effects *back = ts_effects_create();
+    int64_t first = 0, next = 0;
+    cr_assert_eq(ts_pending_decode(q.data, q.len, &cl, back, &first, &next), TS_OK);
+    cr_expect_eq(first, 40);
+    cr_expect_eq(next, 45);
+    cr_assert_eq(ts_effects_count(back), 6, "2 processor effects, 3 records, the marker");
+    cr_expect_eq(ts_effects_at(back, 0)->kind, TS_EFF_VIEW_SET);
+    cr_expect(bytes_eq(&ts_effects_at(back, 1)->b, "o-7"));
+
+    const ts_effect *rec = ts_effects_at(back, 2);
+    cr_expect_eq(rec->kind, TS_EFF_EMIT);
+    cr_expect(bytes_eq(&rec->a, "app-changelog"));
+    cr_expect_eq(rec->num, 6.0, "partition + 1");
+    cr_expect(bytes_eq(&rec->c, "{\"n\":3}"), "the reference reads the local value");
+    rec = ts_effects_at(back, 3);
+    cr_expect(rec->c.len == 3 && memcmp(rec->c.data, "a\0b", 3) == 0, "inline bytes as stored");
+    rec = ts_effects_at(back, 4);
+    cr_expect(bytes_eq(&rec->b, "Vold:view"));
+    cr_expect_null(rec->c.data, "a key gone from the state is a tombstone");
+    cr_expect_eq(local.lookups, 2);
+
+    /* The marker is the marker form, which a restore stores and decodes. */
+    rec = ts_effects_at(back, 5);
+    cr_expect(bytes_eq(&rec->b, "M"));
+    ts_bytes marker = ts_pending_marker(&q);
+    cr_assert_eq(rec->c.len, marker.len);
+    cr_expect_eq(memcmp(rec->c.data, marker.data, marker.len), 0);
+    uint64_t be;
+    memcpy(&be, marker.data, 8);
+    cr_expect_eq(be64toh(be), 40);
+
+    ts_effects *restored = ts_effects_create();
+    cr_assert_eq(ts_pending_decode(marker.data, marker.len, &cl, restored, &first, &next), TS_OK);
+    cr_expect_eq(ts_effects_count(restored), 2, "a marker form holds the processor's effects only");
+    cr_expect_eq(next, 45);
+
+    ts_effects_destroy(restored);
+    ts_effects_destroy(back);
+    ts_effects_destroy(effs);
+    ts_buf_close(&q);
+}
+
+Test(pending, without_a_changelog_only_the_processor_effects_come_back) {
+    ts_effects *effs = processor_effects();
+    ts_buf q = {0};
+    ts_pending_begin(&q, 7, 9, effs);
+    ts_pending_changelog none = {NULL, 0, fake_resolve, NULL};
+    ts_effects *back = ts_effects_create();
+    int64_t first, next;
+    cr_assert_eq(ts_pending_decode(q.data, q.len, &none, back, &first, &next), TS_OK);
+    cr_expect_eq(ts_effects_count(back), 2);
+    cr_expect_eq(first, 7);
+    ts_effects_destroy(back);
+    ts_effects_destroy(effs);
+    ts_buf_close(&q);
+}
+
+Test(pending, truncated_or_unknown_records_are_refused) {
+    ts_effects *effs = processor_effects();
+    ts_buf q = {0};
+    ts_pending_begin(&q, 1, 2, effs);
+    ts_bytes k = ts_bytes_str("Sk");
+    ts_pending_add_ref(&q, &k);
+    fake_local local = {{"Sk"}, {"v"}, 1, 0};
+    ts_pending_changelog cl = {"cl", 0, fake_resolve, &local};
+    int64_t first, next;
+    size_t whole_marker = 8 + ts_pending_marker(&q).len; /* a valid form with no records */
+    for (size_t cut = 1; cut < q.len; cut++) {
+        if (cut == whole_marker)
+            continue;
+        ts_effects *back = ts_effects_create();
+        cr_expect_eq(ts_pending_decode(q.data, cut, &cl, back, &first, &next), TS_E_DECODE,
+                     "cut at %zu of %zu", cut, q.len);
+        ts_effects_destroy(back);
+    }
+    q.data[q.len - 7] = 'X'; /* the record's form byte */
+    ts_effects *back = ts_effects_create();
+    cr_expect_eq(ts_pending_decode(q.data, q.len, &cl, back, &first, &next), TS_E_DECODE);
+    ts_effects_destroy(back);
+    ts_effects_destroy(effs);
+    ts_buf_close(&q);
+}
