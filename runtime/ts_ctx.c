@@ -48,6 +48,8 @@ typedef struct ts_ctx_entry {
     int unsynced; /* doc is newer than val: serialize before it becomes durable */
     int dirty;    /* written by the batch, not just read */
     int fresh;    /* added to the batch overlay by this batch (read or written) */
+    int in_event; /* in the event overlay: written by the current event */
+    int lent;     /* doc was handed to the current event (ts_ctx_get_json) */
     UT_hash_handle hh;
 } ts_ctx_entry;
 
@@ -80,6 +82,8 @@ struct ts_ctx {
     size_t n_uncached;
 
     const ts_event *ev;
+    ts_ctx_entry **lent; /* batch entries whose doc the current event holds */
+    size_t n_lent, lent_cap;
     size_t effects_mark;
     int state_failed;
     char reason[512];
@@ -140,6 +144,7 @@ void ts_ctx_destroy(ts_ctx *ctx) {
     free(ctx->row.cols);
     free(ctx->keybuf);
     free(ctx->valbuf);
+    free(ctx->lent);
     free(ctx);
 }
 
@@ -199,14 +204,32 @@ static void ts_ctx_event_merge(ts_ctx *ctx) {
             ts_ctx_forget(ctx, old);
         }
         e->fresh = 1;
+        e->in_event = 0;
         HASH_ADD_KEYPTR(hh, ctx->batch, e->key, e->klen, e);
         ctx->dirty_count++;
     }
 }
 
+/* Ends the loans of the event. A failed event may have changed a lent
+ * document without writing it: the entry drops it and parses its text again
+ * when next asked (a lent entry always has its text). Runs before the merge,
+ * which may free lent entries. */
+static void ts_ctx_loans_end(ts_ctx *ctx, int failed) {
+    for (size_t i = 0; i < ctx->n_lent; i++) {
+        ts_ctx_entry *e = ctx->lent[i];
+        e->lent = 0;
+        if (failed) {
+            json_decref(e->doc);
+            e->doc = NULL;
+        }
+    }
+    ctx->n_lent = 0;
+}
+
 ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
     if (ctx->state_failed)
         result = TS_E_STATE;
+    ts_ctx_loans_end(ctx, result != TS_OK);
     if (result == TS_OK) {
         ts_ctx_event_merge(ctx);
     } else {
@@ -404,6 +427,7 @@ static void ts_ctx_event_put(ts_ctx *ctx, ts_ctx_entry *e) {
         HASH_DEL(ctx->event, old);
         ts_ctx_entry_free(old);
     }
+    e->in_event = 1;
     HASH_ADD_KEYPTR(hh, ctx->event, e->key, e->klen, e);
 }
 
@@ -443,10 +467,33 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
             return NULL;
         }
     }
-    json_t *copy = json_deep_copy(e->doc);
-    if (!copy)
-        ctx->state_failed = 1;
-    return copy;
+    /* Lent rather than copied where a failed event can be undone: the
+     * event's own writes are dropped with it, and an entry with its text can
+     * parse it again. A write of an earlier event of the batch has no text
+     * yet: that one is copied. */
+    if (e->in_event)
+        return json_incref(e->doc);
+    if (e->unsynced) {
+        json_t *copy = json_deep_copy(e->doc);
+        if (!copy)
+            ctx->state_failed = 1;
+        return copy;
+    }
+    if (!e->lent) {
+        if (ctx->n_lent == ctx->lent_cap) {
+            size_t cap = ctx->lent_cap ? ctx->lent_cap * 2 : 16;
+            ts_ctx_entry **grown = realloc(ctx->lent, cap * sizeof(*grown));
+            if (!grown) {
+                ctx->state_failed = 1;
+                return NULL;
+            }
+            ctx->lent = grown;
+            ctx->lent_cap = cap;
+        }
+        ctx->lent[ctx->n_lent++] = e;
+        e->lent = 1;
+    }
+    return json_incref(e->doc);
 }
 
 ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc) {

@@ -89,7 +89,12 @@ json_t *ts_event_json(const ts_event *ev, const char *field);
  * later reads at once and become durable with the batch. */
 
 /** Reads `key` of `store` as JSON. @returns a new reference, or NULL when the key
- * is absent (or, on a state failure, NULL with the task stopped). */
+ * is absent (or, on a state failure, NULL with the task stopped). The
+ * document may be the context's own (no copy is made where a failed event
+ * can be undone without one): the processor may change it only to write it
+ * back with ts_ctx_put_json (or delete the key) before the event ends; to
+ * change it for any other use, json_deep_copy it first. A rejected or failed
+ * event's changes are undone either way. */
 json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key);
 /** Writes `doc` under `key` of `store`. The context keeps a reference instead
  * of a copy: the processor must not change `doc` after the call (it may still
