@@ -36,14 +36,19 @@ void ts_state_close(ts_state *st);
 /** Reads a raw key. On TS_OK *val is malloc'ed (caller frees). TS_E_NOTFOUND if absent. */
 ts_err ts_state_get(ts_state *st, const char *key, size_t klen, char **val, size_t *vlen);
 
-/** A write batch: every change of one input batch, applied atomically. */
+/** A write batch: every change of one input batch, applied atomically. Keys
+ * and values are copied. An allocation failure makes ts_state_write refuse
+ * the batch (TS_E_NOMEM). Create returns NULL when out of memory. */
 ts_state_batch *ts_state_batch_create(void);
 void ts_state_batch_destroy(ts_state_batch *b);
+/** Empties the batch for reuse, keeping its memory. */
+void ts_state_batch_clear(ts_state_batch *b);
 void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const char *val,
                         size_t vlen);
 void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen);
 size_t ts_state_batch_count(const ts_state_batch *b);
-/** Writes the batch atomically (WAL on, no fsync: survives a process kill). */
+/** Writes the batch atomically (WAL on, no fsync: survives a process kill).
+ * The batch is left sorted by key; clear it before adding more. */
 ts_err ts_state_write(ts_state *st, ts_state_batch *b);
 
 /** Calls `fn` for each key starting with `prefix`, in key order; stops when
@@ -54,7 +59,8 @@ ts_err ts_state_scan(ts_state *st, const char *prefix, size_t plen,
                      void *arg);
 
 /** Like ts_state_scan, over the database as it will be once `b` is written
- * (the batch's puts and deletes included). */
+ * (the batch's puts and deletes included): the stored keys in key order,
+ * then the batch's own, in the order they were added. */
 ts_err ts_state_batch_scan(ts_state *st, ts_state_batch *b, const char *prefix, size_t plen,
                            int (*fn)(void *arg, const char *key, size_t klen, const char *val,
                                      size_t vlen),

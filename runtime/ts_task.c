@@ -82,6 +82,7 @@ struct ts_task {
     size_t ckeycap;
     ts_buf seen_group;        /* the batch's event ids for the changelog, NUL-separated */
     ts_buf pending;           /* the decided batch's pending record (ts_pending.h) */
+    ts_state_batch *wb;       /* the decided batch's RocksDB writes, kept for reuse */
 
     ts_decoder *decoder; /* the task's own codecs */
     struct ts_task_encoder {
@@ -248,8 +249,9 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, ts_task_encoder_for, task)
                            : NULL;
     task->decoder = ts_decoder_create(spec->schemas, spec->input_schema);
+    task->wb = ts_state_batch_create();
     task->work.data = task;
-    if (!task->state_prefix || !task->ctx || !task->decoder ||
+    if (!task->state_prefix || !task->ctx || !task->decoder || !task->wb ||
         ts_ctx_set_uncached(task->ctx, TS_TASK_SEEN_STORE) != TS_OK) {
         ts_task_destroy(task);
         return TS_E_NOMEM;
@@ -299,6 +301,7 @@ void ts_task_destroy(ts_task *task) {
     free(task->ckeybuf);
     ts_buf_close(&task->seen_group);
     ts_buf_close(&task->pending);
+    ts_state_batch_destroy(task->wb);
     free(task->state_prefix);
     free(task->keybuf);
     free(task);
@@ -755,9 +758,8 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     size_t processed = ts_effects_count(task->effs);
     int keep = task->spec->changelog_topic || ts_effects_live(task->effs, 0) > 0;
     ts_pending_begin(&task->pending, first, next, task->effs);
-    ts_state_batch *wb = ts_state_batch_create();
-    if (!wb)
-        return TS_E_NOMEM;
+    ts_state_batch *wb = task->wb;
+    ts_state_batch_clear(wb);
     task->changelog_failed = 0;
     ts_buf_reset(&task->seen_group);
     void *pair[2] = {task, wb};
@@ -784,7 +786,6 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
         ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
     if (rc == TS_OK)
         rc = ts_state_write(task->host->state, wb);
-    ts_state_batch_destroy(wb);
     if (rc == TS_OK)
         task->pending_acked = 0;
     if (rc == TS_OK)
