@@ -36,6 +36,7 @@ typedef struct bench_ctx {
     size_t n_events;   /* end-to-end stream size */
     uint64_t seed;
     const char *perf_out; /* perf.data path for the end-to-end phase, or NULL */
+    int throughput_only;  /* the pipeline phase stops after end-to-end throughput */
     char dir[128];     /* private temp folder */
     ts_servers *srv;
     ts_cluster *cluster;

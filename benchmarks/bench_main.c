@@ -190,7 +190,7 @@ static void bench_print_table(const bench_ctx *b) {
 
 static void usage(void) {
     fprintf(stderr, "usage: tsbench [--short] [--events N] [--seed S] [--perf perf.data] "
-                    "[--only components|restore|pipeline|rebalance] --out results.json\n");
+                    "[--only components|restore|pipeline|throughput|rebalance] --out results.json\n");
 }
 
 /* Whether a phase runs: all of them, or the one named by --only. */
@@ -281,7 +281,10 @@ int main(int argc, char **argv) {
         goto done;
     if (bench_wanted(only, "restore") && bench_restore(&b) != 0)
         goto done;
-    if (bench_wanted(only, "pipeline") && bench_pipeline(&b) != 0)
+    /* "throughput": the pipeline phase up to end-to-end throughput only, for
+     * quick back-to-back comparisons of two builds. */
+    b.throughput_only = only && strcmp(only, "throughput") == 0;
+    if ((bench_wanted(only, "pipeline") || b.throughput_only) && bench_pipeline(&b) != 0)
         goto done;
     /* Last: its runtimes write views and rows of their own. */
     if (bench_wanted(only, "rebalance") && bench_rebalance(&b) != 0)

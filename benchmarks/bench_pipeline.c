@@ -725,11 +725,11 @@ int bench_pipeline(bench_ctx *b) {
     int rc = rk ? bench_preload(b) : -1;
     if (rc == 0)
         rc = bench_throughput(b, &rt, rk);
-    if (rc == 0) {
+    if (rc == 0 && !b->throughput_only) {
         fprintf(stderr, "bench: event->view latency\n");
         rc = bench_latency(b);
     }
-    if (rc == 0) {
+    if (rc == 0 && !b->throughput_only) {
         fprintf(stderr, "bench: reads\n");
         rc = bench_reads(b);
     }
