@@ -269,24 +269,22 @@ size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind) {
 
 #define TS_EFFECTS_MAGIC "TSE1"
 
-static void ts_effects_encode_into(ts_buf *w, const ts_effects *effs, size_t from) {
-    for (size_t i = from; i < effs->count; i++) {
+ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out, int flags) {
+    ts_buf_put(out, TS_EFFECTS_MAGIC, 4);
+    static const ts_bytes absent = {NULL, 0};
+    for (size_t i = 0; i < effs->count; i++) {
         const ts_effect *e = &effs->slots[i].eff;
         if (e->dead)
             continue;
         uint8_t kind = (uint8_t)e->kind;
-        ts_buf_put(w, &kind, 1);
-        ts_buf_put(w, &e->num, sizeof(e->num));
-        ts_buf_field(w, &e->a);
-        ts_buf_field(w, &e->b);
-        ts_buf_field(w, &e->c);
-        ts_buf_field(w, &e->d);
+        int by_key = (flags & TS_EFFECTS_VIEWS_BY_KEY) && e->kind == TS_EFF_VIEW_SET;
+        ts_buf_put(out, &kind, 1);
+        ts_buf_put(out, &e->num, sizeof(e->num));
+        ts_buf_field(out, &e->a);
+        ts_buf_field(out, by_key ? &absent : &e->b);
+        ts_buf_field(out, &e->c);
+        ts_buf_field(out, &e->d);
     }
-}
-
-ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out) {
-    ts_buf_put(out, TS_EFFECTS_MAGIC, 4);
-    ts_effects_encode_into(out, effs, 0);
     return out->failed ? TS_E_NOMEM : TS_OK;
 }
 

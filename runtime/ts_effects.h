@@ -67,10 +67,15 @@ const ts_effect *ts_effects_at(const ts_effects *effs, size_t i);
 /** Number of live effects of `kind` (0 = of any kind). */
 size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind);
 
+/** ts_effects_encode_to flag: a view set is written without its value (absent);
+ * whoever decodes the blob looks the value up by the view's key. */
+#define TS_EFFECTS_VIEWS_BY_KEY 1
+
 /** Appends the serialized live effects (a blob) to `out`; TS_E_NOMEM if it
- * failed (then out->failed is set). */
-ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out);
-/** Appends the effects of a blob made by ts_effects_encode_to. TS_E_DECODE if malformed. */
+ * failed (then out->failed is set). `flags`: 0 or TS_EFFECTS_VIEWS_BY_KEY. */
+ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out, int flags);
+/** Appends the effects of a blob made by ts_effects_encode_to, as they were
+ * written (a view set by key has an absent value). TS_E_DECODE if malformed. */
 ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len);
 
 /** ts_bytes from a C string (NULL stays absent). */

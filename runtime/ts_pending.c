@@ -32,7 +32,7 @@ void ts_pending_begin(ts_buf *q, int64_t first, int64_t next, const ts_effects *
     ts_pending_put_be64(q, first);
     ts_pending_put_be64(q, next);
     size_t before = q->len;
-    ts_effects_encode_to(effs, q);
+    ts_effects_encode_to(effs, q, TS_EFFECTS_VIEWS_BY_KEY);
     if (!q->failed) {
         blob_len = (uint32_t)(q->len - before);
         memcpy(q->data + 4, &blob_len, 4);
@@ -95,6 +95,44 @@ static ts_err ts_pending_decode_records(ts_reader *r, const ts_pending_changelog
     return TS_OK;
 }
 
+/* Adds the effects of blob `blob` to `effs`, each view set written by key
+ * with its value read back from the view mirror (changelog key "V" + view). */
+static ts_err ts_pending_decode_effects(const char *blob, size_t len,
+                                        const ts_pending_changelog *cl, ts_effects *effs) {
+    ts_effects *stored = ts_effects_create();
+    if (!stored)
+        return TS_E_NOMEM;
+    ts_err rc = ts_effects_decode(stored, blob, len);
+    ts_buf key = {0};
+    for (size_t i = 0; rc == TS_OK && i < ts_effects_count(stored); i++) {
+        const ts_effect *e = ts_effects_at(stored, i);
+        if (e->kind != TS_EFF_VIEW_SET || e->b.data) {
+            rc = ts_effects_add(effs, e->kind, &e->a, &e->b, &e->c, &e->d, e->num);
+            continue;
+        }
+        ts_buf_reset(&key);
+        ts_buf_put(&key, "V", 1);
+        ts_buf_put(&key, e->a.data, e->a.len);
+        if (key.failed) {
+            rc = TS_E_NOMEM;
+            break;
+        }
+        char *val = NULL;
+        size_t vlen = 0;
+        ts_bytes mirror_key = {key.data, key.len};
+        rc = cl && cl->resolve ? cl->resolve(cl->arg, &mirror_key, &val, &vlen) : TS_E_DECODE;
+        if (rc == TS_E_NOTFOUND)
+            rc = TS_E_DECODE; /* the batch that wrote the view wrote its mirror */
+        ts_bytes value = {val, vlen};
+        if (rc == TS_OK)
+            rc = ts_effects_add(effs, e->kind, &e->a, &value, NULL, NULL, e->num);
+        free(val);
+    }
+    ts_buf_close(&key);
+    ts_effects_destroy(stored);
+    return rc;
+}
+
 ts_err ts_pending_decode(const char *val, size_t len, const ts_pending_changelog *changelog,
                          ts_effects *effs, int64_t *first, int64_t *next) {
     size_t blob_len = len >= TS_PENDING_OFFSETS ? len - TS_PENDING_OFFSETS : 0;
@@ -111,7 +149,7 @@ ts_err ts_pending_decode(const char *val, size_t len, const ts_pending_changelog
     } else if (len < TS_PENDING_OFFSETS) {
         return TS_E_DECODE;
     }
-    ts_err rc = ts_effects_decode(effs, marker + TS_PENDING_OFFSETS, blob_len);
+    ts_err rc = ts_pending_decode_effects(marker + TS_PENDING_OFFSETS, blob_len, changelog, effs);
     if (rc != TS_OK)
         return rc;
     *first = ts_pending_be64(marker);

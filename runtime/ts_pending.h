@@ -4,8 +4,11 @@
  *
  * Two forms:
  *   marker form  [first BE64][next BE64][effects blob]
- *       The processor's effects only. It is also the value of the batch's
- *       changelog marker, and what a restore stores from the last marker.
+ *       The processor's effects only, each view set by key (its value is
+ *       the view mirror's, 'V' key of ts_state.h, written by the same batch:
+ *       the blob does not repeat it). It is also the value of the batch's
+ *       changelog marker, and what a restore stores from the last marker
+ *       (the restored mirror then holds those values).
  *   full form    ["TSQ1"][u32 blob length][first][next][effects blob][records]
  *       What a task writes: the marker form (contiguous inside it, so the
  *       marker is sent without a copy) followed by the changelog records the
@@ -41,9 +44,10 @@ void ts_pending_add_inline(ts_buf *q, const ts_bytes *changelog_key, const ts_by
  * from `q`, valid until the next append to it. */
 ts_bytes ts_pending_marker(const ts_buf *q);
 
-/** How a full form's changelog records are re-made: the topic and partition
- * they go to, and the lookup of a referenced key's current value (*val
- * malloc'ed, freed by the caller; TS_E_NOTFOUND for a tombstone). */
+/** How the stored effects are re-made: the changelog topic and partition a
+ * full form's records go to, and the lookup of the current value of the local
+ * key a changelog key stands for (*val malloc'ed, freed by the caller;
+ * TS_E_NOTFOUND for a tombstone), which also serves the views by key. */
 typedef struct ts_pending_changelog {
     const char *topic; /* NULL: the task has no changelog */
     int32_t partition;
@@ -51,8 +55,9 @@ typedef struct ts_pending_changelog {
     void *arg;
 } ts_pending_changelog;
 
-/** Decodes either form into `effs`: the processor's effects, then (full
- * form, with a changelog) the changelog records in order and the marker.
+/** Decodes either form into `effs`: the processor's effects (views with
+ * their values looked up; a missing one is TS_E_DECODE), then (full form,
+ * with a changelog) the changelog records in order and the marker.
  * @returns TS_OK with *first and *next set, TS_E_DECODE if malformed, or an
  * error of `resolve`. */
 ts_err ts_pending_decode(const char *val, size_t len, const ts_pending_changelog *changelog,

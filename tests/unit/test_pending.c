@@ -1,5 +1,6 @@
 /* test_pending.c - the stored form of a decided batch (ts_pending.c): its two
- * forms, references resolved at re-send, and malformed records refused. */
+ * forms, references (changelog values, view values) resolved at re-send, and
+ * malformed records refused. */
 #include <criterion/criterion.h>
 #include <endian.h>
 #include <stdlib.h>
@@ -49,7 +50,7 @@ Test(pending, a_full_form_resends_the_changelog_with_current_values_and_the_mark
     ts_pending_add_ref(&q, &gone);
     cr_assert_not(q.failed);
 
-    fake_local local = {{"Sshelf\x1fu1"}, {"{\"n\":3}"}, 1, 0};
+    fake_local local = {{"Sshelf\x1fu1", "Vbooks:u1"}, {"{\"n\":3}", "[1,2]"}, 2, 0};
     ts_pending_changelog cl = {"app-changelog", 5, fake_resolve, &local};
     ts_effects *back = ts_effects_create();
     int64_t first = 0, next = 0;
@@ -58,6 +59,7 @@ Test(pending, a_full_form_resends_the_changelog_with_current_values_and_the_mark
     cr_expect_eq(next, 45);
     cr_assert_eq(ts_effects_count(back), 6, "2 processor effects, 3 records, the marker");
     cr_expect_eq(ts_effects_at(back, 0)->kind, TS_EFF_VIEW_SET);
+    cr_expect(bytes_eq(&ts_effects_at(back, 0)->b, "[1,2]"), "the view's value from its mirror");
     cr_expect(bytes_eq(&ts_effects_at(back, 1)->b, "o-7"));
 
     const ts_effect *rec = ts_effects_at(back, 2);
@@ -70,12 +72,17 @@ Test(pending, a_full_form_resends_the_changelog_with_current_values_and_the_mark
     rec = ts_effects_at(back, 4);
     cr_expect(bytes_eq(&rec->b, "Vold:view"));
     cr_expect_null(rec->c.data, "a key gone from the state is a tombstone");
-    cr_expect_eq(local.lookups, 2);
+    cr_expect_eq(local.lookups, 3, "the view and two references");
 
     /* The marker is the marker form, which a restore stores and decodes. */
     rec = ts_effects_at(back, 5);
     cr_expect(bytes_eq(&rec->b, "M"));
     ts_bytes marker = ts_pending_marker(&q);
+    size_t copies = 0;
+    for (const char *p = marker.data, *end = marker.data + marker.len;
+         (p = memmem(p, (size_t)(end - p), "[1,2]", 5)); p += 5)
+        copies++;
+    cr_expect_eq(copies, 1, "the output event's value only, not the view's");
     cr_assert_eq(rec->c.len, marker.len);
     cr_expect_eq(memcmp(rec->c.data, marker.data, marker.len), 0);
     uint64_t be;
@@ -97,12 +104,17 @@ Test(pending, without_a_changelog_only_the_processor_effects_come_back) {
     ts_effects *effs = processor_effects();
     ts_buf q = {0};
     ts_pending_begin(&q, 7, 9, effs);
-    ts_pending_changelog none = {NULL, 0, fake_resolve, NULL};
+    fake_local local = {{"Vbooks:u1"}, {"[1,2]"}, 1, 0};
+    ts_pending_changelog none = {NULL, 0, fake_resolve, &local};
     ts_effects *back = ts_effects_create();
     int64_t first, next;
     cr_assert_eq(ts_pending_decode(q.data, q.len, &none, back, &first, &next), TS_OK);
     cr_expect_eq(ts_effects_count(back), 2);
     cr_expect_eq(first, 7);
+
+    local.n = 0; /* the mirror lost the view: the record is not usable */
+    ts_effects_clear(back);
+    cr_expect_eq(ts_pending_decode(q.data, q.len, &none, back, &first, &next), TS_E_DECODE);
     ts_effects_destroy(back);
     ts_effects_destroy(effs);
     ts_buf_close(&q);
@@ -114,7 +126,7 @@ Test(pending, truncated_or_unknown_records_are_refused) {
     ts_pending_begin(&q, 1, 2, effs);
     ts_bytes k = ts_bytes_str("Sk");
     ts_pending_add_ref(&q, &k);
-    fake_local local = {{"Sk"}, {"v"}, 1, 0};
+    fake_local local = {{"Sk", "Vbooks:u1"}, {"v", "[1,2]"}, 2, 0};
     ts_pending_changelog cl = {"cl", 0, fake_resolve, &local};
     int64_t first, next;
     size_t whole_marker = 8 + ts_pending_marker(&q).len; /* a valid form with no records */
