@@ -7,7 +7,7 @@
  *   'S' task_id 0x00 store 0x1f key   processor state
  *   'P' task_id                        input position (next offset, int64 BE)
  *   'Q' task_id                        pending effects of the decided batch
- *                                      (first, next offsets + effects blob)
+ *                                      (ts_pending.h)
  *   'V' task_id 0x00 view              the view's value as last written
  *   'W' task_id 0x00 view 0x00 member  a sorted-set view's member -> score
  * The V/W mirror lets a task re-materialize its views from state alone
@@ -15,7 +15,9 @@
  * RocksDB's malloc'ed errptr strings and values are translated here; nothing
  * outside sees them.
  *
- * Threading: RocksDB is thread-safe; the runtime calls it from the loop thread.
+ * Threading: RocksDB is thread-safe; tasks write their batches from the
+ * libuv pool's threads, the loop thread reads and writes the rest. A
+ * ts_state_batch belongs to one thread at a time.
  */
 #ifndef TS_STATE_H
 #define TS_STATE_H
