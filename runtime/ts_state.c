@@ -214,9 +214,11 @@ ts_err ts_state_write(ts_state *st, ts_state_batch *b) {
     if (b->failed)
         return TS_E_NOMEM;
     const char *bytes = b->bytes.data;
-    ts_state_sorting = bytes;
-    qsort(b->ops, b->n, sizeof(*b->ops), ts_state_op_cmp);
-    ts_state_sorting = NULL;
+    if (b->n > 1) { /* an empty batch has no ops array at all */
+        ts_state_sorting = bytes;
+        qsort(b->ops, b->n, sizeof(*b->ops), ts_state_op_cmp);
+        ts_state_sorting = NULL;
+    }
     /* The ops are sorted now: a scan of this batch still works (it does not
      * rely on order), and the last op of each key is the one written. */
     for (size_t i = 0; i < b->n; i++)

@@ -47,6 +47,13 @@ static const char *get(const char *k) {
     return out;
 }
 
+Test(state, an_empty_batch_writes_nothing) {
+    ts_state_batch *b = ts_state_batch_create();
+    cr_assert_eq(ts_state_write(st, b), TS_OK);
+    cr_expect_str_eq(get("Wa"), "-");
+    ts_state_batch_destroy(b);
+}
+
 Test(state, a_batch_is_written_whole_and_the_later_op_on_a_key_wins) {
     ts_state_batch *b = ts_state_batch_create();
     put(b, "Wz", "1");
