@@ -10,21 +10,27 @@
 #define TS_BUF_ABSENT 0xFFFFFFFFu
 #define TS_BUF_FIRST_CAP 256
 
-void ts_buf_put(ts_buf *buf, const void *p, size_t n) {
-    if (buf->failed || n == 0)
-        return;
-    if (buf->len + n > buf->cap) {
-        size_t cap = buf->cap ? buf->cap : TS_BUF_FIRST_CAP;
-        while (cap < buf->len + n)
-            cap *= 2;
-        char *data = realloc(buf->data, cap);
-        if (!data) {
-            buf->failed = 1;
-            return;
-        }
-        buf->data = data;
-        buf->cap = cap;
+int ts_buf_grow(ts_buf *buf, size_t n) {
+    if (buf->failed)
+        return -1;
+    if (buf->len + n <= buf->cap)
+        return 0;
+    size_t cap = buf->cap ? buf->cap : TS_BUF_FIRST_CAP;
+    while (cap < buf->len + n)
+        cap *= 2;
+    char *data = realloc(buf->data, cap);
+    if (!data) {
+        buf->failed = 1;
+        return -1;
     }
+    buf->data = data;
+    buf->cap = cap;
+    return 0;
+}
+
+void ts_buf_put(ts_buf *buf, const void *p, size_t n) {
+    if (n == 0 || ts_buf_grow(buf, n) != 0)
+        return;
     memcpy(buf->data + buf->len, p, n);
     buf->len += n;
 }

@@ -29,6 +29,9 @@ typedef struct ts_buf {
     int failed; /* an append ran out of memory: the contents are incomplete */
 } ts_buf;
 
+/** Makes room for `n` more bytes after `len` (len unchanged): data[len ..
+ * len + n) may then be written. @returns 0, or -1 (and sets `failed`). */
+int ts_buf_grow(ts_buf *buf, size_t n);
 /** Appends `n` bytes. */
 void ts_buf_put(ts_buf *buf, const void *p, size_t n);
 /** Appends a field: u32 length (0xFFFFFFFF when `b->data` is NULL), bytes. */

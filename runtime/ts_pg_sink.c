@@ -48,6 +48,7 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "ts_buf.h"
 #include "ts_log.h"
 #include "ts_migrate.h"
 
@@ -148,37 +149,20 @@ static void ts_pg_errf(char *err, size_t errlen, const char *fmt, ...) {
 
 /* ---- SQL text ------------------------------------------------------------- */
 
-typedef struct ts_pg_buf {
-    char *data;
-    size_t len, cap;
-    int failed;
-} ts_pg_buf;
-
-static void ts_pg_buf_put(ts_pg_buf *b, const char *s, size_t n) {
-    if (b->failed)
+/* SQL text in a ts_buf, kept NUL-terminated for libpq (the NUL after `len`). */
+static void ts_pg_buf_put(ts_buf *b, const char *s, size_t n) {
+    if (ts_buf_grow(b, n + 1) != 0)
         return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *data = realloc(b->data, cap);
-        if (!data) {
-            b->failed = 1;
-            return;
-        }
-        b->data = data;
-        b->cap = cap;
-    }
     memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
 }
 
-static void ts_pg_buf_str(ts_pg_buf *b, const char *s) { ts_pg_buf_put(b, s, strlen(s)); }
+static void ts_pg_buf_str(ts_buf *b, const char *s) { ts_pg_buf_put(b, s, strlen(s)); }
 
 /* A double-quoted identifier ("" inside), so reserved words and any case
  * work, and no name can inject SQL. */
-static void ts_pg_buf_ident(ts_pg_buf *b, const char *name, size_t len) {
+static void ts_pg_buf_ident(ts_buf *b, const char *name, size_t len) {
     ts_pg_buf_put(b, "\"", 1);
     for (size_t i = 0; i < len; i++)
         ts_pg_buf_put(b, name[i] == '"' ? "\"\"" : &name[i], name[i] == '"' ? 2 : 1);
@@ -186,7 +170,7 @@ static void ts_pg_buf_ident(ts_pg_buf *b, const char *name, size_t len) {
 }
 
 /* Table names may be schema-qualified: each dot-separated part is quoted. */
-static void ts_pg_buf_table(ts_pg_buf *b, const char *name, size_t len) {
+static void ts_pg_buf_table(ts_buf *b, const char *name, size_t len) {
     size_t start = 0;
     for (size_t i = 0; i <= len; i++) {
         if (i == len || name[i] == '.') {
@@ -198,7 +182,7 @@ static void ts_pg_buf_table(ts_pg_buf *b, const char *name, size_t len) {
     }
 }
 
-static void ts_pg_buf_param(ts_pg_buf *b, size_t n) {
+static void ts_pg_buf_param(ts_buf *b, size_t n) {
     char num[24];
     snprintf(num, sizeof num, "$%zu", n);
     ts_pg_buf_str(b, num);
@@ -207,7 +191,7 @@ static void ts_pg_buf_param(ts_pg_buf *b, size_t n) {
 /* Builds one row effect's statement into sql; counts its parameters. Columns
  * whose key value is NULL in a DELETE become "IS NULL" (no parameter). */
 static void ts_pg_build_stmt(const ts_effect *e, const ts_rowcol *cols, size_t ncols, size_t nkey,
-                             ts_pg_buf *sql) {
+                             ts_buf *sql) {
     if (e->kind == TS_EFF_ROW_UPSERT) {
         ts_pg_buf_str(sql, "INSERT INTO ");
         ts_pg_buf_table(sql, e->a.data, e->a.len);
@@ -406,7 +390,7 @@ static char *ts_pg_job_rows_json(ts_pg_sink *ps, const ts_pg_job *job, const cha
 /* Queues a job's statements and its Sync on the connection. -1 when libpq
  * refuses (the connection is broken). */
 /* The prepared statement for `sql`, queueing its Parse when it is new. */
-static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_pg_buf *sql) {
+static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_buf *sql) {
     ts_pg_prepared *p = NULL;
     HASH_FIND(hh, ps->prepared, sql->data, sql->len, p);
     if (p)
@@ -433,7 +417,7 @@ static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_pg
 static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     PGconn *conn = ps->conn;
     size_t n = ts_effects_count(job->flush.effects);
-    ts_pg_buf sql = {0}, vals = {0};
+    ts_buf sql = {0}, vals = {0};
     const char **params = NULL;
     ts_pg_prepared **stmts = malloc((n ? n : 1) * sizeof(*stmts));
     int rc = stmts ? 0 : -1;
@@ -539,7 +523,7 @@ static char *ts_pg_job_stmt_text(ts_pg_sink *ps, const ts_pg_job *job, int idx) 
             continue;
         size_t ncols, nkey;
         ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey);
-        ts_pg_buf sql = {0};
+        ts_buf sql = {0};
         ts_pg_build_stmt(e, ps->cols, ncols, nkey, &sql);
         return sql.data;
     }

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ts_buf.h"
 #include "ts_kconf.h"
 #include "ts_log.h"
 
@@ -88,8 +89,7 @@ typedef struct ts_restore_op {
 } ts_restore_op;
 
 typedef struct ts_restore_chunk {
-    char *arena;
-    size_t used, cap;
+    ts_buf arena;
     ts_restore_op *ops;
     ts_state_op *sops; /* the ops as pointers, at write time */
     size_t n, n_complete, ops_cap, sops_cap;
@@ -98,7 +98,7 @@ typedef struct ts_restore_chunk {
 } ts_restore_chunk;
 
 static void ts_restore_chunk_free(ts_restore_chunk *c) {
-    free(c->arena);
+    ts_buf_close(&c->arena);
     free(c->ops);
     free(c->sops);
     if (c->mark)
@@ -106,18 +106,10 @@ static void ts_restore_chunk_free(ts_restore_chunk *c) {
 }
 
 static char *ts_restore_reserve(ts_restore_chunk *c, size_t len) {
-    if (c->used + len > c->cap) {
-        size_t cap = c->cap ? c->cap : 1 << 20;
-        while (cap < c->used + len)
-            cap *= 2;
-        char *grown = realloc(c->arena, cap);
-        if (!grown)
-            return NULL;
-        c->arena = grown;
-        c->cap = cap;
-    }
-    char *at = c->arena + c->used;
-    c->used += len;
+    if (ts_buf_grow(&c->arena, len) != 0)
+        return NULL;
+    char *at = c->arena.data + c->arena.len;
+    c->arena.len += len;
     return at;
 }
 
@@ -145,8 +137,8 @@ static ts_err ts_restore_chunk_write(ts_restore *r, ts_restore_chunk *c) {
     }
     for (size_t i = 0; i < c->n_complete; i++) {
         const ts_restore_op *op = &c->ops[i];
-        c->sops[i] = (ts_state_op){c->arena + op->koff, op->klen,
-                                   op->vlen == SIZE_MAX ? NULL : c->arena + op->voff,
+        c->sops[i] = (ts_state_op){c->arena.data + op->koff, op->klen,
+                                   op->vlen == SIZE_MAX ? NULL : c->arena.data + op->voff,
                                    op->vlen == SIZE_MAX ? 0 : op->vlen};
     }
     /* Sorted, the memtable inserts walk the skip list forward instead of
@@ -155,7 +147,7 @@ static ts_err ts_restore_chunk_write(ts_restore *r, ts_restore_chunk *c) {
     ts_err rc = ts_state_write_ops(r->state, c->sops, c->n_complete);
     /* A chunk is written at a marker, so nothing follows its batches. */
     c->n = c->n_complete = 0;
-    c->used = 0;
+    ts_buf_reset(&c->arena);
     return rc;
 }
 
@@ -189,7 +181,7 @@ static ts_err ts_restore_apply_group(ts_restore *r, ts_restore_chunk *c,
         key[0] = 'S';
         memcpy(key + 1, r->task_id, idlen + 1);
         memcpy(key + 2 + idlen, p, rest);
-        size_t koff = (size_t)(key - c->arena);
+        size_t koff = (size_t)(key - c->arena.data);
         c->ops[c->n++] = (ts_restore_op){koff, klen, koff + klen, 0};
         p += rest + 1;
     }
@@ -217,7 +209,7 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
         c->n_complete = c->n;
         r->stats.batches++;
         r->stats.position = c->mark_next;
-        if (c->n >= TS_RESTORE_CHUNK_OPS || c->used >= TS_RESTORE_CHUNK_BYTES)
+        if (c->n >= TS_RESTORE_CHUNK_OPS || c->arena.len >= TS_RESTORE_CHUNK_BYTES)
             return ts_restore_chunk_write(r, c);
         return TS_OK;
     }
@@ -237,7 +229,7 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
     memcpy(key + 2 + idlen, k + 1, msg->key_len - 1);
     if (msg->payload)
         memcpy(key + klen, msg->payload, vlen);
-    size_t koff = (size_t)(key - c->arena);
+    size_t koff = (size_t)(key - c->arena.data);
     c->ops[c->n++] = (ts_restore_op){koff, klen, koff + klen, msg->payload ? vlen : SIZE_MAX};
     return TS_OK;
 }
