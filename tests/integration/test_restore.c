@@ -30,11 +30,21 @@ static void produce(const char *fmt, int i) {
     cr_assert_eq(ts_testpipe_produce_json(&tp, TOPIC, json), 0, "%s", json);
 }
 
+static void produce_created(int i) {
+    produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
+            "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
+            i);
+}
+
+static void produce_updated(int i) {
+    produce("{\"BookUpdated\": {\"event_id\": \"up%d\", \"book_id\": \"b%d\", \"user_id\": "
+            "\"u%d\", \"title\": \"Again %d\", \"updated_at\": 1767225700000}}",
+            i);
+}
+
 static void produce_books(int from, int to) {
     for (int i = from; i < to; i++) {
-        produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
-                "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
-                i);
+        produce_created(i);
         produce("{\"PageUpserted\": {\"event_id\": \"p%d\", \"book_id\": \"b%d\", \"user_id\": "
                 "\"u%d\", \"page_no\": 1, \"text\": \"page %d\", \"updated_at\": 1767225601000}}",
                 i);
@@ -84,14 +94,10 @@ Test(restore, lost_local_state_comes_back_from_the_changelog) {
 
     /* Updates of books created before: accepted only if the state is back. */
     for (int i = 0; i < 50; i++)
-        produce("{\"BookUpdated\": {\"event_id\": \"up%d\", \"book_id\": \"b%d\", \"user_id\": "
-                "\"u%d\", \"title\": \"Again %d\", \"updated_at\": 1767225700000}}",
-                i);
+        produce_updated(i);
     /* A producer's retry of an event applied before the loss: a no-op only if
      * the event ids came back too (a second BookCreated would be rejected). */
-    produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
-            "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
-            9);
+    produce_created(9);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     cr_assert(log_has("restored"), "a restore happened (see %s)", tp.log);
     cr_assert_eq(dlq_size(), 0, "nothing rejected: every book and every event id was restored");
@@ -136,9 +142,7 @@ Test(restore, a_batch_killed_before_its_changelog_landed_reaches_it_at_restart) 
     /* Only creations: a book of the stuck batch is written by no later one,
      * so the changelog can only have it from the re-send. */
     for (int i = 1; i < 20; i++)
-        produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
-                "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
-                i);
+        produce_created(i);
     rd_kafka_mock_cluster_t *mock = ts_cluster_mock(tp.cluster);
     enum { N_ERRORS = 100000 };
     static rd_kafka_resp_err_t errors[N_ERRORS];
@@ -165,12 +169,8 @@ Test(restore, a_batch_killed_before_its_changelog_landed_reaches_it_at_restart) 
     wipe_local_state();
     cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
     for (int i = 0; i < 20; i++)
-        produce("{\"BookUpdated\": {\"event_id\": \"up%d\", \"book_id\": \"b%d\", \"user_id\": "
-                "\"u%d\", \"title\": \"Again %d\", \"updated_at\": 1767225700000}}",
-                i);
-    produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
-            "\"u%d\", \"title\": \"T%d\", \"created_at\": 1767225600000}}",
-            decided);
+        produce_updated(i);
+    produce_created(decided);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     cr_assert(log_has("restored"), "a restore happened (see %s)", tp.log);
     cr_assert_eq(dlq_size(), 0, "nothing rejected: every book and event id reached the changelog");
