@@ -14,8 +14,10 @@
 #ifndef TS_BUF_H
 #define TS_BUF_H
 
+#include <endian.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /** A byte string; `data` NULL means absent (distinct from empty). */
 typedef struct ts_bytes {
@@ -40,6 +42,25 @@ void ts_buf_field(ts_buf *buf, const ts_bytes *b);
 void ts_buf_reset(ts_buf *buf);
 /** Frees the memory; the buffer is empty and usable again. */
 void ts_buf_close(ts_buf *buf);
+
+/** Big-endian int64 (positions and offsets in stored values and markers:
+ * the same bytes on any host): writes 8 bytes at `p`. */
+static inline void ts_buf_be64_store(void *p, int64_t v) {
+    uint64_t be = htobe64((uint64_t)v);
+    memcpy(p, &be, 8);
+}
+/** Reads a big-endian int64 from 8 bytes at `p`. */
+static inline int64_t ts_buf_be64_load(const void *p) {
+    uint64_t be;
+    memcpy(&be, p, 8);
+    return (int64_t)be64toh(be);
+}
+/** Appends a big-endian int64. */
+static inline void ts_buf_put_be64(ts_buf *buf, int64_t v) {
+    char b[8];
+    ts_buf_be64_store(b, v);
+    ts_buf_put(buf, b, 8);
+}
 
 /** Reads bytes in order; borrowed, valid while the bytes are. */
 typedef struct ts_reader {

@@ -5,7 +5,6 @@
  * local key of the task; resolving it is the caller's business. */
 #include "ts_pending.h"
 
-#include <endian.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,24 +12,13 @@
 #define TS_PENDING_HEAD 8 /* magic + u32 blob length, before the marker form */
 #define TS_PENDING_OFFSETS 16
 
-static void ts_pending_put_be64(ts_buf *q, int64_t v) {
-    uint64_t be = htobe64((uint64_t)v);
-    ts_buf_put(q, &be, 8);
-}
-
-static int64_t ts_pending_be64(const char *p) {
-    uint64_t be;
-    memcpy(&be, p, 8);
-    return (int64_t)be64toh(be);
-}
-
 void ts_pending_begin(ts_buf *q, int64_t first, int64_t next, const ts_effects *effs) {
     ts_buf_reset(q);
     uint32_t blob_len = 0;
     ts_buf_put(q, TS_PENDING_MAGIC, 4);
     ts_buf_put(q, &blob_len, 4);
-    ts_pending_put_be64(q, first);
-    ts_pending_put_be64(q, next);
+    ts_buf_put_be64(q, first);
+    ts_buf_put_be64(q, next);
     size_t before = q->len;
     ts_effects_encode_to(effs, q, TS_EFFECTS_VIEWS_BY_KEY);
     if (!q->failed) {
@@ -152,8 +140,8 @@ ts_err ts_pending_decode(const char *val, size_t len, const ts_pending_changelog
     ts_err rc = ts_pending_decode_effects(marker + TS_PENDING_OFFSETS, blob_len, changelog, effs);
     if (rc != TS_OK)
         return rc;
-    *first = ts_pending_be64(marker);
-    *next = ts_pending_be64(marker + 8);
+    *first = ts_buf_be64_load(marker);
+    *next = ts_buf_be64_load(marker + 8);
     if (!full || !changelog || !changelog->topic)
         return TS_OK;
     const char *records = marker + TS_PENDING_OFFSETS + blob_len;

@@ -13,7 +13,6 @@
  */
 #include "ts_restore.h"
 
-#include <endian.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -199,12 +198,10 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
     if (k[0] == 'M') {
         if (!msg->payload || msg->len < 16)
             return TS_E_DECODE;
-        uint64_t next_be;
-        memcpy(&next_be, (const char *)msg->payload + 8, 8);
         if (c->mark)
             rd_kafka_message_destroy(c->mark);
         c->mark = msg; /* kept: its effects become the pending ones */
-        c->mark_next = (int64_t)be64toh(next_be);
+        c->mark_next = ts_buf_be64_load((const char *)msg->payload + 8);
         *kept = 1;
         c->n_complete = c->n;
         r->stats.batches++;

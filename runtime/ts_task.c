@@ -18,7 +18,6 @@
  */
 #include "ts_task.h"
 
-#include <endian.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,17 +128,6 @@ static ts_err ts_task_backend_get(void *impl, const char *key, size_t klen, char
     return ts_state_get(task->host->state, full, len, val, vlen);
 }
 
-static int64_t ts_task_be64(const char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return (int64_t)be64toh(v);
-}
-
-static void ts_task_put_be64(char *p, int64_t v) {
-    uint64_t be = htobe64((uint64_t)v);
-    memcpy(p, &be, 8);
-}
-
 /* ---- life ---------------------------------------------------------------------- */
 
 int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
@@ -153,7 +141,7 @@ int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
     size_t vlen = 0;
     int64_t pos = -1;
     if (ts_state_get(state, key, idlen + 1, &val, &vlen) == TS_OK && vlen == 8)
-        pos = ts_task_be64(val);
+        pos = ts_buf_be64_load(val);
     free(val);
     return pos;
 }
@@ -180,7 +168,7 @@ static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     size_t vlen = 0;
     ts_err rc = ts_state_get(task->host->state, task->pos_key, task->pos_key_len, &val, &vlen);
     if (rc == TS_OK && vlen == 8)
-        task->position = ts_task_be64(val);
+        task->position = ts_buf_be64_load(val);
     free(val);
     if (rc != TS_OK && rc != TS_E_NOTFOUND) {
         snprintf(err, errlen, "task %s: cannot read its position", task->id);
@@ -767,7 +755,7 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     if (rc == TS_OK)
         rc = ts_task_add_seen_group(task, first);
     char pos[8];
-    ts_task_put_be64(pos, next);
+    ts_buf_be64_store(pos, next);
     ts_state_batch_put(wb, task->pos_key, task->pos_key_len, pos, 8);
     if (rc == TS_OK)
         rc = ts_task_mirror(task, wb, processed);
