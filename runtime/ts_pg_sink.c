@@ -51,11 +51,13 @@
 #include "ts_buf.h"
 #include "ts_log.h"
 #include "ts_migrate.h"
+#include "ts_pg_plan.h"
 
 #define TS_PG_BACKOFF_MIN_MS 100
 #define TS_PG_BACKOFF_MAX_MS 5000
-#define TS_PG_MAX_COLS 1600 /* PostgreSQL's own limit per table */
+#define TS_PG_MAX_COLS TS_PG_PLAN_MAX_COLS
 #define TS_PG_NO_PARTITION "23514" /* check_violation: also "no partition ... for row" */
+#define TS_PG_ROW_TWICE "21000"    /* cardinality_violation: one upsert names a row twice */
 
 typedef enum ts_pg_state { TS_PG_DOWN, TS_PG_CONNECTING, TS_PG_READY } ts_pg_state;
 
@@ -90,6 +92,8 @@ typedef struct ts_pg_job {
     char **ensure;      /* owned: tables whose partitions each attempt ensures */
     size_t n_ensure;
     int ensure_sent;    /* ensure statements in the current attempt, after the claim */
+    ts_pg_plan plan;    /* the current attempt's row statements */
+    int single_rows;    /* plan one statement per row (after SQLSTATE 21000) */
     int prepares_sent;  /* statements prepared by the current attempt, before the claim */
     /* results of the current attempt */
     int stmts_done; /* statements whose results were fully read */
@@ -119,6 +123,7 @@ struct ts_pg_sink {
     ts_pg_job *head, *tail;
     ts_pg_job *inflight_head, *inflight_tail;
     ts_rowcol *cols; /* scratch for unpacking rows */
+    ts_pg_plan_scratch plan_scratch;
     ts_pg_prepared *prepared;
     unsigned long prepared_seq; /* names: never reused within a session */
 
@@ -145,103 +150,6 @@ static void ts_pg_errf(char *err, size_t errlen, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-/* ---- SQL text ------------------------------------------------------------- */
-
-/* SQL text in a ts_buf, kept NUL-terminated for libpq (the NUL after `len`). */
-static void ts_pg_buf_put(ts_buf *b, const char *s, size_t n) {
-    if (ts_buf_grow(b, n + 1) != 0)
-        return;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void ts_pg_buf_str(ts_buf *b, const char *s) { ts_pg_buf_put(b, s, strlen(s)); }
-
-/* A double-quoted identifier ("" inside), so reserved words and any case
- * work, and no name can inject SQL. */
-static void ts_pg_buf_ident(ts_buf *b, const char *name, size_t len) {
-    ts_pg_buf_put(b, "\"", 1);
-    for (size_t i = 0; i < len; i++)
-        ts_pg_buf_put(b, name[i] == '"' ? "\"\"" : &name[i], name[i] == '"' ? 2 : 1);
-    ts_pg_buf_put(b, "\"", 1);
-}
-
-/* Table names may be schema-qualified: each dot-separated part is quoted. */
-static void ts_pg_buf_table(ts_buf *b, const char *name, size_t len) {
-    size_t start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i == len || name[i] == '.') {
-            if (start > 0)
-                ts_pg_buf_put(b, ".", 1);
-            ts_pg_buf_ident(b, name + start, i - start);
-            start = i + 1;
-        }
-    }
-}
-
-static void ts_pg_buf_param(ts_buf *b, size_t n) {
-    char num[24];
-    snprintf(num, sizeof num, "$%zu", n);
-    ts_pg_buf_str(b, num);
-}
-
-/* Builds one row effect's statement into sql; counts its parameters. Columns
- * whose key value is NULL in a DELETE become "IS NULL" (no parameter). */
-static void ts_pg_build_stmt(const ts_effect *e, const ts_rowcol *cols, size_t ncols, size_t nkey,
-                             ts_buf *sql) {
-    if (e->kind == TS_EFF_ROW_UPSERT) {
-        ts_pg_buf_str(sql, "INSERT INTO ");
-        ts_pg_buf_table(sql, e->a.data, e->a.len);
-        ts_pg_buf_str(sql, " (");
-        for (size_t i = 0; i < ncols; i++) {
-            if (i)
-                ts_pg_buf_str(sql, ", ");
-            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
-        }
-        ts_pg_buf_str(sql, ") VALUES (");
-        for (size_t i = 0; i < ncols; i++) {
-            if (i)
-                ts_pg_buf_str(sql, ", ");
-            ts_pg_buf_param(sql, i + 1);
-        }
-        ts_pg_buf_str(sql, ") ON CONFLICT (");
-        for (size_t i = 0; i < nkey; i++) {
-            if (i)
-                ts_pg_buf_str(sql, ", ");
-            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
-        }
-        if (ncols == nkey) {
-            ts_pg_buf_str(sql, ") DO NOTHING");
-            return;
-        }
-        ts_pg_buf_str(sql, ") DO UPDATE SET ");
-        for (size_t i = nkey; i < ncols; i++) {
-            if (i > nkey)
-                ts_pg_buf_str(sql, ", ");
-            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
-            ts_pg_buf_str(sql, " = EXCLUDED.");
-            ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
-        }
-        return;
-    }
-    ts_pg_buf_str(sql, "DELETE FROM ");
-    ts_pg_buf_table(sql, e->a.data, e->a.len);
-    ts_pg_buf_str(sql, " WHERE ");
-    size_t param = 0;
-    for (size_t i = 0; i < nkey; i++) {
-        if (i)
-            ts_pg_buf_str(sql, " AND ");
-        ts_pg_buf_ident(sql, cols[i].name, cols[i].name_len);
-        if (!cols[i].value) {
-            ts_pg_buf_str(sql, " IS NULL");
-        } else {
-            ts_pg_buf_str(sql, " = ");
-            ts_pg_buf_param(sql, ++param);
-        }
-    }
 }
 
 /* Checks a flush's row effects up front, so a malformed one fails the write at
@@ -290,6 +198,7 @@ static void ts_pg_job_free(ts_pg_job *job) {
     for (size_t i = 0; i < job->n_ensure; i++)
         free(job->ensure[i]);
     free(job->ensure);
+    ts_pg_plan_close(&job->plan);
     free(job);
 }
 
@@ -416,24 +325,20 @@ static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_bu
 
 static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     PGconn *conn = ps->conn;
-    size_t n = ts_effects_count(job->flush.effects);
+    const ts_effects *effs = job->flush.effects;
+    ts_pg_plan *plan = &job->plan;
+    if (ts_pg_plan_build(plan, effs, job->single_rows, &ps->plan_scratch) != TS_OK)
+        return -1;
     ts_buf sql = {0}, vals = {0};
-    const char **params = NULL;
-    ts_pg_prepared **stmts = malloc((n ? n : 1) * sizeof(*stmts));
+    ts_pg_prepared **stmts = malloc((plan->n_stmts ? plan->n_stmts : 1) * sizeof(*stmts));
     int rc = stmts ? 0 : -1;
     /* First the statements this job needs and the connection has not prepared:
      * in the job's transaction, before the claim. */
     job->prepares_sent = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const ts_effect *e = ts_effects_at(job->flush.effects, i);
-        stmts[i] = NULL;
-        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
-            continue;
-        size_t ncols, nkey;
-        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey); /* validated */
-        sql.len = 0;
-        ts_pg_build_stmt(e, ps->cols, ncols, nkey, &sql);
-        if (sql.failed || !(stmts[i] = ts_pg_prepare(ps, job, &sql)))
+    for (size_t s = 0; s < plan->n_stmts && rc == 0; s++) {
+        ts_buf_reset(&sql);
+        ts_pg_plan_sql(plan, effs, s, &sql);
+        if (sql.failed || !(stmts[s] = ts_pg_prepare(ps, job, &sql)))
             rc = -1;
     }
     char next[24];
@@ -448,45 +353,15 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
             rc = -1;
         free(rows);
     }
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const ts_effect *e = ts_effects_at(job->flush.effects, i);
-        if (!stmts[i])
-            continue;
-        size_t ncols, nkey;
-        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey);
-        /* Parameter values must be NUL-terminated: copy them into one buffer
-         * and point at it afterwards (it may move while growing). */
-        size_t nparams = e->kind == TS_EFF_ROW_UPSERT ? ncols : nkey;
-        size_t offsets[TS_PG_MAX_COLS];
-        const char *nulls[TS_PG_MAX_COLS];
+    for (size_t s = 0; s < plan->n_stmts && rc == 0; s++) {
         size_t np = 0;
-        vals.len = 0;
-        for (size_t c = 0; c < nparams; c++) {
-            if (e->kind == TS_EFF_ROW_DELETE && !ps->cols[c].value)
-                continue; /* written as IS NULL */
-            nulls[np] = ps->cols[c].value;
-            offsets[np++] = vals.len;
-            if (ps->cols[c].value)
-                ts_pg_buf_put(&vals, ps->cols[c].value, ps->cols[c].value_len);
-            ts_pg_buf_put(&vals, "", 1); /* the terminator */
-        }
-        const char **p = realloc(params, (np ? np : 1) * sizeof *params);
-        if (!p || vals.failed) {
-            free(p);
-            params = NULL;
-            rc = -1;
-            break;
-        }
-        params = p;
-        for (size_t k = 0; k < np; k++)
-            params[k] = nulls[k] ? vals.data + offsets[k] : NULL;
-        if (!PQsendQueryPrepared(conn, stmts[i]->name, (int)np, params, NULL, NULL, 0))
+        const char *const *params = ts_pg_plan_params(plan, effs, s, &vals, &np);
+        if (!params || !PQsendQueryPrepared(conn, stmts[s]->name, (int)np, params, NULL, NULL, 0))
             rc = -1;
     }
     free(stmts);
-    free(params);
-    free(sql.data);
-    free(vals.data);
+    ts_buf_close(&sql);
+    ts_buf_close(&vals);
     if (rc != 0 || !PQpipelineSync(conn)) {
         ts_pg_prepared_forget(ps, job);
         return -1;
@@ -503,31 +378,29 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     return 0;
 }
 
-/* Rebuilds statement `idx` of a job (0 = the claim) for an error message. */
-static char *ts_pg_job_stmt_text(ts_pg_sink *ps, const ts_pg_job *job, int idx) {
-    idx -= job->prepares_sent;
-    if (idx < 0)
+/* The plan's statement behind result `idx` of the current attempt, or -1
+ * (a Parse, the claim or an ensure). */
+static long ts_pg_job_row_stmt(const ts_pg_job *job, int idx) {
+    idx -= job->prepares_sent + 1 + job->ensure_sent;
+    return idx >= 0 && (size_t)idx < job->plan.n_stmts ? idx : -1;
+}
+
+/* Rebuilds statement `idx` of a job's attempt for an error message. */
+static char *ts_pg_job_stmt_text(ts_pg_sink *ps, ts_pg_job *job, int idx) {
+    int rel = idx - job->prepares_sent;
+    if (rel < 0)
         return strdup("(preparing a row statement)");
-    if (idx == 0)
+    if (rel == 0)
         return strdup(TS_PG_CLAIM_SQL);
-    if (idx <= job->ensure_sent)
+    if (rel <= job->ensure_sent)
         return strdup(TS_PG_ENSURE_SQL);
-    idx -= job->ensure_sent;
-    size_t n = ts_effects_count(job->flush.effects);
-    int seen = 0;
-    for (size_t i = 0; i < n; i++) {
-        const ts_effect *e = ts_effects_at(job->flush.effects, i);
-        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
-            continue;
-        if (++seen < idx)
-            continue;
-        size_t ncols, nkey;
-        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey);
-        ts_buf sql = {0};
-        ts_pg_build_stmt(e, ps->cols, ncols, nkey, &sql);
-        return sql.data;
-    }
-    return NULL;
+    long s = ts_pg_job_row_stmt(job, idx);
+    if (s < 0)
+        return NULL;
+    ts_buf sql = {0};
+    job->plan.scratch = &ps->plan_scratch;
+    ts_pg_plan_sql(&job->plan, job->flush.effects, (size_t)s, &sql);
+    return sql.data;
 }
 
 /* ---- connection ----------------------------------------------------------- */
@@ -536,18 +409,23 @@ static void ts_pg_poll_cb(uv_poll_t *handle, int status, int events);
 static void ts_pg_connect(ts_pg_sink *ps);
 static void ts_pg_kick_if_ready(ts_pg_sink *ps);
 
+/* The last of the sink's handles closed: tells the owner, frees the sink. */
+static void ts_pg_free(ts_pg_sink *ps) {
+    if (ps->closed)
+        ps->closed(ps->closed_arg);
+    free(ps->conninfo);
+    ts_pg_prepared_forget(ps, NULL);
+    ts_pg_plan_scratch_close(&ps->plan_scratch);
+    free(ps->cols);
+    free(ps);
+}
+
 static void ts_pg_poll_closed(uv_handle_t *handle) {
     ts_pg_poll *box = handle->data;
     ts_pg_sink *ps = box->sink;
     free(box);
-    if (ps && --ps->closes_pending == 0) {
-        if (ps->closed)
-            ps->closed(ps->closed_arg);
-        free(ps->conninfo);
-        ts_pg_prepared_forget(ps, NULL);
-        free(ps->cols);
-        free(ps);
-    }
+    if (ps && --ps->closes_pending == 0)
+        ts_pg_free(ps);
 }
 
 /* Stops watching the current socket; the box frees itself when closed. */
@@ -714,18 +592,10 @@ static int ts_pg_retriable(const char *sqlstate) {
  * @returns 1 when it was added, 0 when it was there already (or the failed
  * statement is not a row, or memory ran out): nothing new to try. */
 static int ts_pg_job_add_ensure(ts_pg_sink *ps, ts_pg_job *job) {
-    int idx = job->err_stmt - job->prepares_sent - job->ensure_sent;
-    if (idx <= 0)
+    long s = ts_pg_job_row_stmt(job, job->err_stmt);
+    if (s < 0)
         return 0;
-    size_t n = ts_effects_count(job->flush.effects);
-    const ts_effect *failed = NULL;
-    for (size_t i = 0; i < n && !failed; i++) {
-        const ts_effect *e = ts_effects_at(job->flush.effects, i);
-        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
-            continue;
-        if (--idx == 0)
-            failed = e;
-    }
+    const ts_effect *failed = ts_pg_plan_first(&job->plan, job->flush.effects, (size_t)s);
     if (!failed || failed->kind != TS_EFF_ROW_UPSERT)
         return 0;
     for (size_t t = 0; t < job->n_ensure; t++)
@@ -764,8 +634,18 @@ static void ts_pg_job_settle(ts_pg_sink *ps, ts_pg_job *job) {
         ts_pg_job_finish(ps, job, TS_OK);
         return;
     }
-    if (strcmp(job->sqlstate, TS_PG_NO_PARTITION) == 0 && ts_pg_job_add_ensure(ps, job)) {
-        /* Not a failure yet: resend at once, creating the missing partitions. */
+    int row_twice = strcmp(job->sqlstate, TS_PG_ROW_TWICE) == 0 && !job->single_rows &&
+                    ts_pg_job_row_stmt(job, job->err_stmt) >= 0;
+    if (row_twice) {
+        ts_log_info(ps->comp, "task %s batch [%lld,%lld): %s; writing its rows one at a time",
+                    job->task_id, (long long)job->flush.first_offset,
+                    (long long)job->flush.next_offset, job->errmsg ? job->errmsg : "?");
+        job->single_rows = 1;
+    }
+    if (row_twice ||
+        (strcmp(job->sqlstate, TS_PG_NO_PARTITION) == 0 && ts_pg_job_add_ensure(ps, job))) {
+        /* Not a failure yet: resend at once, one row per statement or
+         * creating the missing partitions. */
         job->state = TS_PG_JOB_WAITING;
         if (!ps->closing) {
             uv_timer_stop(&ps->retry_timer);
@@ -967,14 +847,8 @@ static int ts_pg_sink_healthy(void *sink) {
 
 static void ts_pg_timer_closed(uv_handle_t *handle) {
     ts_pg_sink *ps = handle->data;
-    if (--ps->closes_pending > 0)
-        return;
-    if (ps->closed)
-        ps->closed(ps->closed_arg);
-    free(ps->conninfo);
-    ts_pg_prepared_forget(ps, NULL);
-    free(ps->cols);
-    free(ps);
+    if (--ps->closes_pending == 0)
+        ts_pg_free(ps);
 }
 
 static void ts_pg_close_now(ts_pg_sink *ps) {

@@ -270,6 +270,77 @@ Test(pg_sink, same_flush_twice_applies_once) {
     ts_effects_destroy(older);
 }
 
+/* Rows of one table with the same columns share multi-row statements (chunks
+ * of 64, 16, 4, 2, 1 rows), counted by a statement-level trigger. */
+Test(pg_sink, rows_alike_share_multi_row_statements) {
+    migrate(conninfo);
+    char out[64];
+    cr_assert_eq(ts_testenv_pg_query(
+                     conninfo, out, sizeof out,
+                     "CREATE TABLE bulk (id text PRIMARY KEY, n int, note text);"
+                     "CREATE TABLE bulk_stmts (n int NOT NULL); INSERT INTO bulk_stmts VALUES (0);"
+                     "CREATE FUNCTION count_stmt() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+                     "BEGIN UPDATE bulk_stmts SET n = n + 1; RETURN NULL; END $$;"
+                     "CREATE TRIGGER bulk_count AFTER INSERT ON bulk FOR EACH STATEMENT "
+                     "EXECUTE FUNCTION count_stmt();"
+                     "INSERT INTO bulk VALUES ('gone', 0, NULL); UPDATE bulk_stmts SET n = 0"),
+                 0, "%s", out);
+    ts_sink sink = connect_sink(conninfo);
+    ts_effects *effs = ts_effects_create();
+    char id[32], n[32];
+    for (int i = 0; i < 150; i++) { /* 64 + 64 + 16 + 4 + 2 */
+        snprintf(id, sizeof id, "r%03d", i);
+        snprintf(n, sizeof n, "%d", i);
+        row(effs, TS_EFF_ROW_UPSERT, "bulk", 1, 2, (const char *[]){"id", id, "n", n});
+        if (i % 50 == 7) { /* other columns, between them: 2 + 1 */
+            snprintf(id, sizeof id, "note%d", i);
+            row(effs, TS_EFF_ROW_UPSERT, "bulk", 1, 2, (const char *[]){"id", id, "note", n});
+        }
+    }
+    row(effs, TS_EFF_ROW_DELETE, "bulk", 1, 1, (const char *[]){"id", "gone"});
+    ts_flush flush = {"proc/6", 0, 160, effs};
+    counts c = {0};
+    cr_assert_eq(sink.ops->write(sink.impl, &flush, on_done, &c), TS_OK);
+    run_until(&c.done, 1, 10);
+    cr_assert_eq(c.done, 1);
+    cr_assert_eq(c.last, TS_OK);
+    query(conninfo, "SELECT count(*), sum(n), min(id), max(id) FROM bulk WHERE n IS NOT NULL",
+          "150|11175|r000|r149");
+    query(conninfo, "SELECT string_agg(id || '=' || note, ',' ORDER BY id) FROM bulk "
+                    "WHERE note IS NOT NULL",
+          "note107=107,note57=57,note7=7");
+    query(conninfo, "SELECT count(*) FROM bulk WHERE id = 'gone'", "0");
+    query(conninfo, "SELECT n FROM bulk_stmts", "7");
+    close_all(&sink, &c);
+    ts_effects_destroy(effs);
+}
+
+/* Two key texts naming one row ("1" and "01" of an int key) do not coalesce
+ * as effects but would hit the row twice in one multi-row upsert (SQLSTATE
+ * 21000): the flush is written again one row per statement, in order. */
+Test(pg_sink, one_row_named_twice_falls_back_to_single_rows) {
+    migrate(conninfo);
+    char out[64];
+    cr_assert_eq(ts_testenv_pg_query(conninfo, out, sizeof out,
+                                     "CREATE TABLE nums (k int PRIMARY KEY, v text)"),
+                 0, "%s", out);
+    ts_sink sink = connect_sink(conninfo);
+    ts_effects *effs = ts_effects_create();
+    row(effs, TS_EFF_ROW_UPSERT, "nums", 1, 2, (const char *[]){"k", "1", "v", "first"});
+    row(effs, TS_EFF_ROW_UPSERT, "nums", 1, 2, (const char *[]){"k", "01", "v", "second"});
+    row(effs, TS_EFF_ROW_UPSERT, "nums", 1, 2, (const char *[]){"k", "2", "v", "two"});
+    ts_flush flush = {"proc/7", 0, 3, effs};
+    counts c = {0};
+    cr_assert_eq(sink.ops->write(sink.impl, &flush, on_done, &c), TS_OK);
+    run_until(&c.done, 1, 10);
+    cr_assert_eq(c.done, 1);
+    cr_assert_eq(c.last, TS_OK);
+    query(conninfo, "SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM nums",
+          "1=second,2=two");
+    close_all(&sink, &c);
+    ts_effects_destroy(effs);
+}
+
 Test(pg_sink, sql_error_is_retried_until_fixed) {
     migrate(conninfo);
     ts_sink sink = connect_sink(conninfo);
