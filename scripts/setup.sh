@@ -12,6 +12,7 @@ packages=(
   librdkafka-dev libavro-dev libhiredis-dev libuv1-dev librocksdb-dev libpq-dev
   libyaml-dev libjansson-dev uthash-dev libcriterion-dev libmicrohttpd-dev libjemalloc-dev
   redis-server postgresql kafkacat
+  gdb  # a stalled runtime's stacks in a failing test's output
 )
 # The interop test produces events with another Avro implementation (Node's
 # avsc); any Node.js with npm will do, Debian's is installed when there is none.

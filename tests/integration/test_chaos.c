@@ -152,8 +152,10 @@ static void wait_not_too_far_ahead(chaos *c) {
         int64_t done = committed_inputs();
         if (done >= 0 && (int64_t)c->produced - done <= (int64_t)(MAX_AHEAD_CHUNKS * c->chunk))
             return;
-        if (now_s() >= deadline)
+        if (now_s() >= deadline) {
             log_tail();
+            ts_testpipe_dump_stacks(&tp);
+        }
         cr_assert(now_s() < deadline,
                   "the runtime stalled: %zu produced, %lld committed after 240 s; see %s",
                   c->produced, (long long)done, tp.log);

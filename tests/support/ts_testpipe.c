@@ -300,6 +300,11 @@ int ts_testpipe_wait_committed(ts_testpipe *tp, const char *topic, double second
         }
         usleep(50000);
     }
+    if (rc != 0) {
+        fprintf(stderr, "testpipe: %s not committed after %.0f s; the runtime's stacks:\n",
+                topic, seconds);
+        ts_testpipe_dump_stacks(tp);
+    }
     return rc;
 }
 
@@ -454,6 +459,18 @@ int ts_testpipe_progress(ts_testpipe *tp, const char *topic, int64_t *committed,
     if (!tc || !rk)
         return -1;
     return ts_testpipe_group_progress(rk, topic, tc->partitions, committed, end, &done);
+}
+
+void ts_testpipe_dump_stacks(const ts_testpipe *tp) {
+    if (tp->pid <= 0)
+        return;
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd),
+             "gdb -p %ld -batch -nx -ex 'thread apply all bt' </dev/null 2>/dev/null >&2",
+             (long)tp->pid);
+    if (system(cmd) != 0)
+        fprintf(stderr, "testpipe: no stacks of runtime %ld (is gdb installed?)\n",
+                (long)tp->pid);
 }
 
 long ts_testpipe_runtime_rss_kib(const ts_testpipe *tp) {

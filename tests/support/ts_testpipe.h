@@ -54,6 +54,9 @@ int ts_testpipe_pg_start(ts_testpipe *tp);
  * (a partition without a commit counts 0) into *committed and the end offsets
  * into *end. @returns 0, or -1 when the cluster does not answer. */
 int ts_testpipe_progress(ts_testpipe *tp, const char *topic, int64_t *committed, int64_t *end);
+/** Prints every thread's stack of the runtime to stderr (gdb attaches for a
+ * moment): what a test shows when the runtime seems hung. */
+void ts_testpipe_dump_stacks(const ts_testpipe *tp);
 /** The VmRSS of the runtime process in KiB, or -1 (no runtime, unreadable). */
 long ts_testpipe_runtime_rss_kib(const ts_testpipe *tp);
 /** Starts the runtime again (after ts_testpipe_runtime_stop). */
