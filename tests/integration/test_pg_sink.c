@@ -145,7 +145,8 @@ Test(pg_sink, migrations_apply_once) {
     migrate(conninfo);
     migrate(conninfo); /* applies nothing: the seed row would double */
     const char *want = "tastesync/0001_offsets.sql\ntastesync/0002_partitioning.sql\n"
-                       "tastesync/0003_owners.sql\ntest/001_tables.sql\ntest/002_seed.sql";
+                       "tastesync/0003_owners.sql\ntastesync/0004_claim_one_write.sql\n"
+                       "test/001_tables.sql\ntest/002_seed.sql";
     query(conninfo, "SELECT name FROM ts_migrations ORDER BY applied_at, name COLLATE \"C\"", want);
     query(conninfo, "SELECT count(*) FROM items", "1");
 
