@@ -6,8 +6,8 @@
  * writing while PQflush has output left.
  *
  * Each accepted write is a job in a FIFO. Sending a job queues, without any
- * round trip, `SELECT ts_claim_batch(...)`, one statement per live row effect
- * and a Sync. Everything before a Sync is one implicit transaction: it commits
+ * round trip, `SELECT ts_claim_batch(...)`, the row statements of its plan
+ * (ts_pg_plan.h: rows alike share multi-row upserts) and a Sync. Everything before a Sync is one implicit transaction: it commits
  * at the Sync, and an error anywhere rolls all of it back and skips the rest.
  * (An explicit BEGIN/COMMIT would leave the session in an aborted transaction
  * after an error and need an extra ROLLBACK round trip.) Results arrive in
