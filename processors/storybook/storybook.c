@@ -193,14 +193,19 @@ static ts_err sb_list_update(ts_ctx *ctx, const char *user_id, const char *book_
     if (err != TS_OK)
         goto done;
 
+    /* The view's entries are shallow copies (only the two times differ from
+     * the state's entries), not a deep copy of the whole list. */
     err = TS_E_NOMEM;
-    if (!(view = json_deep_copy(list)))
+    if (!(view = json_array()))
         goto done;
     size_t i;
     json_t *entry;
-    json_array_foreach(view, i, entry) {
-        sb_iso_field(entry, "createdAt");
-        sb_iso_field(entry, "updatedAt");
+    json_array_foreach(list, i, entry) {
+        json_t *shown = json_copy(entry);
+        if (!shown || json_array_append_new(view, shown) != 0)
+            goto done;
+        sb_iso_field(shown, "createdAt");
+        sb_iso_field(shown, "updatedAt");
     }
     text = json_dumps(view, JSON_COMPACT);
     key = sb_key("storybook:books:", user_id);
