@@ -466,7 +466,7 @@ void ts_testpipe_dump_stacks(const ts_testpipe *tp) {
         return;
     char cmd[256];
     snprintf(cmd, sizeof(cmd),
-             "gdb -p %ld -batch -nx -ex 'thread apply all bt' </dev/null 2>/dev/null >&2",
+             "gdb -p %ld -batch -nx -ex 'thread apply all bt' </dev/null >&2 2>/dev/null",
              (long)tp->pid);
     if (system(cmd) != 0)
         fprintf(stderr, "testpipe: no stacks of runtime %ld (is gdb installed?)\n",
