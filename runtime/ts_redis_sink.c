@@ -35,6 +35,10 @@
 
 #define TS_REDIS_BACKOFF_MIN_MS 100
 #define TS_REDIS_BACKOFF_MAX_MS 5000
+/* A connection whose replies stop coming (a silently dead peer: a network
+ * partition, a frozen server, or a socket the loop no longer hears from) is
+ * dropped after this long and the jobs are sent again on a new one. */
+#define TS_REDIS_REPLY_TIMEOUT_MS 10000
 
 typedef enum ts_redis_state {
     TS_REDIS_DOWN,       /* no context; the retry timer will connect */
@@ -77,6 +81,8 @@ struct ts_redis_sink {
     ts_redis_job *head, *tail; /* FIFO of unfinished jobs */
     uv_timer_t retry_timer;    /* reconnect and resend after backoff */
     uv_timer_t kick_timer;     /* completes jobs without view effects */
+    uv_timer_t stall_timer;    /* every second: drops a connection that stopped replying */
+    uint64_t progress_ms;      /* uv_now of the last reply, connect, or idle check */
     int backoff_ms;
     uint64_t errors; /* failed attempts (each backed off), for metrics */
 
@@ -267,6 +273,8 @@ static void ts_redis_exec_cb(redisAsyncContext *ac, void *reply_, void *privdata
     ts_redis_job *job = privdata;
     ts_redis_sink *rs = job->sink;
     redisReply *reply = reply_;
+    if (reply)
+        rs->progress_ms = uv_now(rs->loop);
     if (job->finished || rs->closing)
         return;
     if (!reply) {
@@ -309,6 +317,7 @@ static void ts_redis_setup_cb(redisAsyncContext *ac, void *reply_, void *privdat
     redisReply *reply = reply_;
     if (!reply || rs->closing || rs->ac != ac)
         return;
+    rs->progress_ms = uv_now(rs->loop);
     if (reply->type == REDIS_REPLY_ERROR) {
         if (!rs->setup_failed)
             ts_redis_outage(rs, "connection setup failed", reply->str);
@@ -399,6 +408,36 @@ static void ts_redis_connect(ts_redis_sink *rs) {
     redisAsyncSetDisconnectCallback(ac, ts_redis_disconnect_cb);
     rs->ac = ac;
     rs->state = TS_REDIS_CONNECTING;
+    rs->progress_ms = uv_now(rs->loop);
+}
+
+/* Every second: a connection that owes replies (or is still connecting) and
+ * has not made progress for TS_REDIS_REPLY_TIMEOUT_MS is dropped. Freeing
+ * the context answers its callbacks with NULL replies (the jobs go back to
+ * the queue) and, once connected, runs the disconnect callback (reconnect
+ * with backoff); a context still connecting is given up here. */
+static void ts_redis_stall_tick(uv_timer_t *timer) {
+    ts_redis_sink *rs = timer->data;
+    redisAsyncContext *ac = rs->ac;
+    uint64_t now = uv_now(rs->loop);
+    if (!ac || rs->closing)
+        return;
+    int owes = ac->replies.head != NULL || rs->state == TS_REDIS_CONNECTING;
+    if (!owes) {
+        rs->progress_ms = now; /* idle: the clock starts with the next command */
+        return;
+    }
+    if (now - rs->progress_ms < TS_REDIS_REPLY_TIMEOUT_MS)
+        return;
+    ts_log_warn(rs->comp, "no reply for %llu ms; dropping the connection and reconnecting",
+                (unsigned long long)(now - rs->progress_ms));
+    int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+    redisAsyncFree(ac);
+    if (!connected) {
+        rs->ac = NULL;
+        rs->state = TS_REDIS_DOWN;
+        ts_redis_backoff(rs);
+    }
 }
 
 /* ---- lost-view watch ------------------------------------------------------
@@ -414,6 +453,8 @@ static void ts_redis_watch_reply(redisAsyncContext *ac, void *reply_, void *priv
     if (rs->closing)
         return;
     rs->watch_inflight = 0;
+    if (reply)
+        rs->progress_ms = uv_now(rs->loop);
     /* A reply that may predate a mark sent since would report that task's
      * views as missing: skip it, the next tick looks again. */
     if (!reply || rs->ac != ac || reply->type != REDIS_REPLY_ARRAY ||
@@ -598,7 +639,8 @@ static void ts_redis_sink_close(void *sink, void (*closed)(void *arg), void *arg
         redisAsyncFree(ac);
     }
     rs->state = TS_REDIS_DOWN;
-    rs->closes_pending = 3;
+    rs->closes_pending = 4;
+    uv_close((uv_handle_t *)&rs->stall_timer, ts_redis_handle_closed);
     uv_close((uv_handle_t *)&rs->retry_timer, ts_redis_handle_closed);
     uv_close((uv_handle_t *)&rs->kick_timer, ts_redis_handle_closed);
     uv_close((uv_handle_t *)&rs->watch_timer, ts_redis_handle_closed);
@@ -649,9 +691,12 @@ ts_err ts_redis_sink_create(uv_loop_t *loop, const char *url, ts_sink *out, char
     uv_timer_init(loop, &rs->retry_timer);
     uv_timer_init(loop, &rs->kick_timer);
     uv_timer_init(loop, &rs->watch_timer);
+    uv_timer_init(loop, &rs->stall_timer);
     rs->retry_timer.data = rs;
     rs->kick_timer.data = rs;
     rs->watch_timer.data = rs;
+    rs->stall_timer.data = rs;
+    uv_timer_start(&rs->stall_timer, ts_redis_stall_tick, 1000, 1000);
     ts_redis_connect(rs);
     out->ops = &ts_redis_sink_ops;
     out->impl = rs;

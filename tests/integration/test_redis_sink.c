@@ -17,7 +17,11 @@ static void setup(void) {
     cr_assert_eq(uv_loop_init(&loop), 0);
 }
 
-static void teardown(void) { ts_testenv_redis_stop(&redis); }
+static void teardown(void) {
+    if (redis.srv) /* a test may leave it frozen (SIGSTOP) when it fails */
+        kill(ts_servers_redis_pid(redis.srv), SIGCONT);
+    ts_testenv_redis_stop(&redis);
+}
 
 TestSuite(redis_sink, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -168,6 +172,45 @@ Test(redis_sink, queues_while_down_and_lands_after_restart) {
     close_all(&sink, &c);
     ts_effects_destroy(effs);
     ts_effects_destroy(effs2);
+}
+
+/* A server that stops answering without closing the socket (frozen here
+ * with SIGSTOP; a dead peer behind a network partition looks the same) is
+ * dropped after the reply timeout, and the flush lands on a new connection
+ * once the server answers again. */
+Test(redis_sink, a_server_that_stops_replying_is_dropped) {
+    ts_sink sink;
+    char err[256];
+    cr_assert_eq(ts_redis_sink_create(&loop, redis.url, &sink, err, sizeof err), TS_OK, "%s", err);
+    start_tick();
+    int ready = 0;
+    for (int i = 0; i < 200 && !ready; i++) {
+        uv_run(&loop, UV_RUN_ONCE);
+        ready = sink.ops->healthy(sink.impl);
+    }
+    cr_assert(ready);
+
+    pid_t pid = ts_servers_redis_pid(redis.srv);
+    cr_assert_eq(kill(pid, SIGSTOP), 0);
+    ts_effects *effs = ts_effects_create();
+    add(effs, TS_EFF_VIEW_SET, "frozen", "thawed", 0);
+    ts_flush f = {"p/2", 0, 3, effs};
+    counts c = {0};
+    cr_assert_eq(sink.ops->write(sink.impl, &f, on_done, &c), TS_OK);
+    uv_update_time(&loop);
+    uint64_t until = uv_now(&loop) + 12000; /* the 10 s reply timeout, and a tick */
+    while (uv_now(&loop) < until && ts_redis_sink_errors(&sink) == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_gt(ts_redis_sink_errors(&sink), 0, "the silent connection was not dropped");
+    cr_assert_eq(c.done, 0);
+
+    cr_assert_eq(kill(pid, SIGCONT), 0);
+    run_until(&c.done, 1, 20);
+    cr_assert_eq(c.done, 1);
+    cr_assert_eq(c.last, TS_OK);
+    expect("thawed", "GET %s", "frozen");
+    close_all(&sink, &c);
+    ts_effects_destroy(effs);
 }
 
 Test(redis_sink, close_fails_pending_writes) {
