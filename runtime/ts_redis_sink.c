@@ -1,7 +1,7 @@
 /* ts_redis_sink.c - view effects into Redis over hiredis async on the libuv loop.
  *
- * The sink owns one hiredis async context at a time (attached to the loop with
- * hiredis's libuv adapter) and a FIFO of jobs, one per accepted write. A job is
+ * The sink owns one hiredis async context at a time (attached to the loop by
+ * ts_redis_uv.h) and a FIFO of jobs, one per accepted write. A job is
  * QUEUED (to be sent on the next ready connection), SENT (its MULTI ... EXEC is
  * on the wire; only EXEC carries a callback) or WAITING (its EXEC failed; it is
  * resent when the retry timer fires). A connection becomes ready after the
@@ -21,8 +21,8 @@
  */
 #include "ts_redis_sink.h"
 #include "ts_redis_url.h"
+#include "ts_redis_uv.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
@@ -398,7 +398,7 @@ static void ts_redis_connect(ts_redis_sink *rs) {
         return;
     }
     ac->data = rs;
-    if (redisLibuvAttach(ac, rs->loop) != REDIS_OK) {
+    if (ts_redis_uv_attach(ac, rs->loop) != REDIS_OK) {
         ts_redis_outage(rs, "connect failed", "cannot attach to the loop");
         redisAsyncFree(ac);
         ts_redis_backoff(rs);

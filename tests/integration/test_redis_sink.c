@@ -213,6 +213,44 @@ Test(redis_sink, a_server_that_stops_replying_is_dropped) {
     ts_effects_destroy(effs);
 }
 
+/* Redis killed while our commands sit unread in its socket: the socket
+ * fails with ECONNRESET (POLLERR), on which libuv stops the poll handle. The
+ * sink must notice at once, not after the reply timeout, and send the flush
+ * again to the restarted server. */
+Test(redis_sink, a_server_killed_with_unread_commands_is_noticed_at_once) {
+    ts_sink sink;
+    char err[256];
+    cr_assert_eq(ts_redis_sink_create(&loop, redis.url, &sink, err, sizeof err), TS_OK, "%s", err);
+    start_tick();
+    int ready = 0;
+    for (int i = 0; i < 200 && !ready; i++) {
+        uv_run(&loop, UV_RUN_ONCE);
+        ready = sink.ops->healthy(sink.impl);
+    }
+    cr_assert(ready);
+
+    pid_t pid = ts_servers_redis_pid(redis.srv);
+    cr_assert_eq(kill(pid, SIGSTOP), 0);
+    ts_effects *effs = ts_effects_create();
+    add(effs, TS_EFF_VIEW_SET, "unread", "landed", 0);
+    ts_flush f = {"p/3", 0, 4, effs};
+    counts c = {0};
+    cr_assert_eq(sink.ops->write(sink.impl, &f, on_done, &c), TS_OK);
+    uv_update_time(&loop);
+    uint64_t until = uv_now(&loop) + 300; /* the commands reach the frozen server's socket */
+    while (uv_now(&loop) < until)
+        uv_run(&loop, UV_RUN_ONCE);
+    kill(pid, SIGKILL);
+    ts_servers_stop_redis(redis.srv);
+    cr_assert_eq(ts_testenv_redis_restart(&redis), 0);
+    run_until(&c.done, 1, 5); /* well under the 10 s reply timeout */
+    cr_assert_eq(c.done, 1, "the failed connection went unnoticed");
+    cr_assert_eq(c.last, TS_OK);
+    expect("landed", "GET %s", "unread");
+    close_all(&sink, &c);
+    ts_effects_destroy(effs);
+}
+
 Test(redis_sink, close_fails_pending_writes) {
     ts_sink sink;
     char err[256];

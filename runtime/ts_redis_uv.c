@@ -1,0 +1,86 @@
+/* ts_redis_uv.c - a hiredis async context driven by a libuv poll handle (see
+ * ts_redis_uv.h). */
+#include "ts_redis_uv.h"
+
+#include <stdlib.h>
+
+/* The poll handle of one context and the events hiredis asked for. */
+typedef struct ts_redis_uv {
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    uv_poll_t handle;
+    int events;
+} ts_redis_uv;
+
+static void ts_redis_uv_on_poll(uv_poll_t *handle, int status, int events) {
+    ts_redis_uv *p = handle->data;
+    /* An error status (POLLERR: libuv has stopped the handle) means the
+     * socket failed: a read makes hiredis see why and disconnect. */
+    if (status != 0)
+        events = UV_READABLE;
+    if (p->ac && (events & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void ts_redis_uv_update(ts_redis_uv *p) {
+    if (p->events)
+        uv_poll_start(&p->handle, p->events, ts_redis_uv_on_poll);
+    else
+        uv_poll_stop(&p->handle);
+}
+
+static void ts_redis_uv_add_read(void *arg) {
+    ts_redis_uv *p = arg;
+    p->events |= UV_READABLE;
+    ts_redis_uv_update(p);
+}
+
+static void ts_redis_uv_del_read(void *arg) {
+    ts_redis_uv *p = arg;
+    p->events &= ~UV_READABLE;
+    ts_redis_uv_update(p);
+}
+
+static void ts_redis_uv_add_write(void *arg) {
+    ts_redis_uv *p = arg;
+    p->events |= UV_WRITABLE;
+    ts_redis_uv_update(p);
+}
+
+static void ts_redis_uv_del_write(void *arg) {
+    ts_redis_uv *p = arg;
+    p->events &= ~UV_WRITABLE;
+    ts_redis_uv_update(p);
+}
+
+static void ts_redis_uv_closed(uv_handle_t *handle) { free(handle->data); }
+
+/* hiredis frees the context: the handle goes (it may be the context's last
+ * reader, so it must not call into hiredis again). */
+static void ts_redis_uv_cleanup(void *arg) {
+    ts_redis_uv *p = arg;
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->handle, ts_redis_uv_closed);
+}
+
+int ts_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+    if (ac->ev.data)
+        return REDIS_ERR;
+    ts_redis_uv *p = calloc(1, sizeof(*p));
+    if (!p)
+        return REDIS_ERR;
+    if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
+        free(p);
+        return REDIS_ERR;
+    }
+    p->handle.data = p;
+    p->ac = ac;
+    ac->ev.data = p;
+    ac->ev.addRead = ts_redis_uv_add_read;
+    ac->ev.delRead = ts_redis_uv_del_read;
+    ac->ev.addWrite = ts_redis_uv_add_write;
+    ac->ev.delWrite = ts_redis_uv_del_write;
+    ac->ev.cleanup = ts_redis_uv_cleanup;
+    return REDIS_OK;
+}
