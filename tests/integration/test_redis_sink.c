@@ -59,6 +59,21 @@ static void start_tick(void) {
     uv_timer_start(&tick, tick_cb, 10, 10);
 }
 
+/* A sink on the test's server, connected, with the tick running. */
+static ts_sink connected_sink(void) {
+    ts_sink sink;
+    char err[256];
+    cr_assert_eq(ts_redis_sink_create(&loop, redis.url, &sink, err, sizeof err), TS_OK, "%s", err);
+    start_tick();
+    int ready = 0;
+    for (int i = 0; i < 200 && !ready; i++) {
+        uv_run(&loop, UV_RUN_ONCE);
+        ready = sink.ops->healthy(sink.impl);
+    }
+    cr_assert(ready);
+    return sink;
+}
+
 static void close_all(ts_sink *sink, counts *c) {
     sink->ops->close(sink->impl, on_closed, c);
     uv_close((uv_handle_t *)&tick, NULL);
@@ -127,16 +142,7 @@ Test(redis_sink, writes_a_flush_exactly) {
 }
 
 Test(redis_sink, queues_while_down_and_lands_after_restart) {
-    ts_sink sink;
-    char err[256];
-    cr_assert_eq(ts_redis_sink_create(&loop, redis.url, &sink, err, sizeof err), TS_OK, "%s", err);
-    start_tick();
-    int ready = 0;
-    for (int i = 0; i < 200 && !ready; i++) {
-        uv_run(&loop, UV_RUN_ONCE);
-        ready = sink.ops->healthy(sink.impl);
-    }
-    cr_assert(ready);
+    ts_sink sink = connected_sink();
 
     /* Kill it hard, by PID, the way a crash would. */
     kill(ts_servers_redis_pid(redis.srv), SIGKILL);
@@ -179,16 +185,7 @@ Test(redis_sink, queues_while_down_and_lands_after_restart) {
  * dropped after the reply timeout, and the flush lands on a new connection
  * once the server answers again. */
 Test(redis_sink, a_server_that_stops_replying_is_dropped) {
-    ts_sink sink;
-    char err[256];
-    cr_assert_eq(ts_redis_sink_create(&loop, redis.url, &sink, err, sizeof err), TS_OK, "%s", err);
-    start_tick();
-    int ready = 0;
-    for (int i = 0; i < 200 && !ready; i++) {
-        uv_run(&loop, UV_RUN_ONCE);
-        ready = sink.ops->healthy(sink.impl);
-    }
-    cr_assert(ready);
+    ts_sink sink = connected_sink();
 
     pid_t pid = ts_servers_redis_pid(redis.srv);
     cr_assert_eq(kill(pid, SIGSTOP), 0);
@@ -218,16 +215,7 @@ Test(redis_sink, a_server_that_stops_replying_is_dropped) {
  * sink must notice at once, not after the reply timeout, and send the flush
  * again to the restarted server. */
 Test(redis_sink, a_server_killed_with_unread_commands_is_noticed_at_once) {
-    ts_sink sink;
-    char err[256];
-    cr_assert_eq(ts_redis_sink_create(&loop, redis.url, &sink, err, sizeof err), TS_OK, "%s", err);
-    start_tick();
-    int ready = 0;
-    for (int i = 0; i < 200 && !ready; i++) {
-        uv_run(&loop, UV_RUN_ONCE);
-        ready = sink.ops->healthy(sink.impl);
-    }
-    cr_assert(ready);
+    ts_sink sink = connected_sink();
 
     pid_t pid = ts_servers_redis_pid(redis.srv);
     cr_assert_eq(kill(pid, SIGSTOP), 0);
