@@ -128,7 +128,7 @@ static void ts_pg_plan_delete_sql(ts_buf *sql, const ts_bytes *table, const ts_r
 
 /* ---- planning ---------------------------------------------------------------- */
 
-static int ts_pg_plan_is_row(const ts_effect *e) {
+int ts_pg_plan_is_row(const ts_effect *e) {
     return !e->dead && (e->kind == TS_EFF_ROW_UPSERT || e->kind == TS_EFF_ROW_DELETE);
 }
 

@@ -52,6 +52,9 @@ typedef struct ts_pg_plan {
     ts_pg_plan_scratch *scratch; /* borrowed */
 } ts_pg_plan;
 
+/** Whether `e` is a live row effect (an upsert or a delete). */
+int ts_pg_plan_is_row(const ts_effect *e);
+
 /** Plans the live row effects of `effs` (validated: every row unpacks, has a
  * key column, no NUL bytes); one statement per row when `single_rows`.
  * Replaces the plan's previous contents; the plan uses `scratch` from now on. */

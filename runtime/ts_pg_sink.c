@@ -55,7 +55,6 @@
 
 #define TS_PG_BACKOFF_MIN_MS 100
 #define TS_PG_BACKOFF_MAX_MS 5000
-#define TS_PG_MAX_COLS TS_PG_PLAN_MAX_COLS
 #define TS_PG_NO_PARTITION "23514" /* check_violation: also "no partition ... for row" */
 #define TS_PG_ROW_TWICE "21000"    /* cardinality_violation: one upsert names a row twice */
 
@@ -122,8 +121,7 @@ struct ts_pg_sink {
 
     ts_pg_job *head, *tail;
     ts_pg_job *inflight_head, *inflight_tail;
-    ts_rowcol *cols; /* scratch for unpacking rows */
-    ts_pg_plan_scratch plan_scratch;
+    ts_pg_plan_scratch plan_scratch; /* its `cols` also unpack rows to check or list them */
     ts_pg_prepared *prepared;
     unsigned long prepared_seq; /* names: never reused within a session */
 
@@ -160,20 +158,21 @@ static long ts_pg_validate(ts_pg_sink *ps, const ts_flush *flush) {
     long rows = 0;
     for (size_t i = 0; i < n; i++) {
         const ts_effect *e = ts_effects_at(flush->effects, i);
-        if (e->dead || (e->kind != TS_EFF_ROW_UPSERT && e->kind != TS_EFF_ROW_DELETE))
+        if (!ts_pg_plan_is_row(e))
             continue;
+        ts_rowcol *cols = ps->plan_scratch.cols;
         size_t ncols = 0, nkey = 0;
         const char *why = NULL;
         if (!e->a.data || e->a.len == 0 || memchr(e->a.data, '\0', e->a.len))
             why = "no table name";
-        else if (ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey) != TS_OK)
+        else if (ts_rowcols_unpack(&e->b, cols, TS_PG_PLAN_MAX_COLS, &ncols, &nkey) != TS_OK)
             why = "malformed packed columns";
         else if (nkey == 0)
             why = "no key column";
         for (size_t c = 0; !why && c < ncols; c++) {
-            if (ps->cols[c].name_len == 0 || memchr(ps->cols[c].name, '\0', ps->cols[c].name_len))
+            if (cols[c].name_len == 0 || memchr(cols[c].name, '\0', cols[c].name_len))
                 why = "empty column name";
-            else if (ps->cols[c].value && memchr(ps->cols[c].value, '\0', ps->cols[c].value_len))
+            else if (cols[c].value && memchr(cols[c].value, '\0', cols[c].value_len))
                 why = "a value holds a NUL byte";
         }
         if (why) {
@@ -275,15 +274,16 @@ static char *ts_pg_job_rows_json(ts_pg_sink *ps, const ts_pg_job *job, const cha
         const ts_effect *e = ts_effects_at(job->flush.effects, i);
         if (e->dead || e->kind != TS_EFF_ROW_UPSERT || !ts_pg_effect_on(e, table))
             continue;
+        ts_rowcol *cols = ps->plan_scratch.cols;
         size_t ncols, nkey;
-        ts_rowcols_unpack(&e->b, ps->cols, TS_PG_MAX_COLS, &ncols, &nkey); /* validated */
+        ts_rowcols_unpack(&e->b, cols, TS_PG_PLAN_MAX_COLS, &ncols, &nkey); /* validated */
         json_t *row = json_object();
         for (size_t c = 0; row && c < ncols; c++) {
-            json_t *v = ps->cols[c].value
-                            ? json_stringn(ps->cols[c].value, ps->cols[c].value_len)
+            json_t *v = cols[c].value
+                            ? json_stringn(cols[c].value, cols[c].value_len)
                             : NULL;
             char name[256];
-            snprintf(name, sizeof name, "%.*s", (int)ps->cols[c].name_len, ps->cols[c].name);
+            snprintf(name, sizeof name, "%.*s", (int)cols[c].name_len, cols[c].name);
             json_object_set_new(row, name, v ? v : json_null());
         }
         if (!row || json_array_append_new(rows, row) != 0) {
@@ -386,7 +386,7 @@ static long ts_pg_job_row_stmt(const ts_pg_job *job, int idx) {
 }
 
 /* Rebuilds statement `idx` of a job's attempt for an error message. */
-static char *ts_pg_job_stmt_text(ts_pg_sink *ps, ts_pg_job *job, int idx) {
+static char *ts_pg_job_stmt_text(ts_pg_job *job, int idx) {
     int rel = idx - job->prepares_sent;
     if (rel < 0)
         return strdup("(preparing a row statement)");
@@ -398,7 +398,6 @@ static char *ts_pg_job_stmt_text(ts_pg_sink *ps, ts_pg_job *job, int idx) {
     if (s < 0)
         return NULL;
     ts_buf sql = {0};
-    job->plan.scratch = &ps->plan_scratch;
     ts_pg_plan_sql(&job->plan, job->flush.effects, (size_t)s, &sql);
     return sql.data;
 }
@@ -416,7 +415,6 @@ static void ts_pg_free(ts_pg_sink *ps) {
     free(ps->conninfo);
     ts_pg_prepared_forget(ps, NULL);
     ts_pg_plan_scratch_close(&ps->plan_scratch);
-    free(ps->cols);
     free(ps);
 }
 
@@ -661,7 +659,7 @@ static void ts_pg_job_settle(ts_pg_sink *ps, ts_pg_job *job) {
                job->sqlstate);
     } else if (job->failures == 0) {
         /* Not going to fix itself: say so once, loudly, with the statement. */
-        char *stmt = ts_pg_job_stmt_text(ps, job, job->err_stmt);
+        char *stmt = ts_pg_job_stmt_text(job, job->err_stmt);
         ts_log_error(ps->comp,
                      "task %s batch [%lld,%lld) failed: %s (SQLSTATE %s) in statement: %s; "
                      "retrying until fixed",
@@ -915,7 +913,7 @@ ts_err ts_pg_sink_create(uv_loop_t *loop, const char *conninfo, ts_sink *out, ch
     }
     ts_pg_sink *ps = calloc(1, sizeof *ps);
     if (!ps || !(ps->conninfo = strdup(conninfo)) ||
-        !(ps->cols = calloc(TS_PG_MAX_COLS, sizeof *ps->cols))) {
+        !(ps->plan_scratch.cols = calloc(TS_PG_PLAN_MAX_COLS, sizeof(ts_rowcol)))) {
         if (ps)
             free(ps->conninfo);
         free(ps);
