@@ -141,6 +141,15 @@ static ts_sink connect_sink(const char *ci) {
     return sink;
 }
 
+/* Writes `flush` and waits until the sink acknowledges it with TS_OK. */
+static void write_acked(ts_sink *sink, const ts_flush *flush, counts *c) {
+    int want = c->done + 1;
+    cr_assert_eq(sink->ops->write(sink->impl, flush, on_done, c), TS_OK);
+    run_until(&c->done, want, 10);
+    cr_assert_eq(c->done, want);
+    cr_assert_eq(c->last, TS_OK);
+}
+
 Test(pg_sink, migrations_apply_once) {
     migrate(conninfo);
     migrate(conninfo); /* applies nothing: the seed row would double */
@@ -275,17 +284,15 @@ Test(pg_sink, same_flush_twice_applies_once) {
  * of 64, 16, 4, 2, 1 rows), counted by a statement-level trigger. */
 Test(pg_sink, rows_alike_share_multi_row_statements) {
     migrate(conninfo);
-    char out[64];
-    cr_assert_eq(ts_testenv_pg_query(
-                     conninfo, out, sizeof out,
-                     "CREATE TABLE bulk (id text PRIMARY KEY, n int, note text);"
-                     "CREATE TABLE bulk_stmts (n int NOT NULL); INSERT INTO bulk_stmts VALUES (0);"
-                     "CREATE FUNCTION count_stmt() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-                     "BEGIN UPDATE bulk_stmts SET n = n + 1; RETURN NULL; END $$;"
-                     "CREATE TRIGGER bulk_count AFTER INSERT ON bulk FOR EACH STATEMENT "
-                     "EXECUTE FUNCTION count_stmt();"
-                     "INSERT INTO bulk VALUES ('gone', 0, NULL); UPDATE bulk_stmts SET n = 0"),
-                 0, "%s", out);
+    query(conninfo,
+          "CREATE TABLE bulk (id text PRIMARY KEY, n int, note text);"
+          "CREATE TABLE bulk_stmts (n int NOT NULL); INSERT INTO bulk_stmts VALUES (0);"
+          "CREATE FUNCTION count_stmt() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+          "BEGIN UPDATE bulk_stmts SET n = n + 1; RETURN NULL; END $$;"
+          "CREATE TRIGGER bulk_count AFTER INSERT ON bulk FOR EACH STATEMENT "
+          "EXECUTE FUNCTION count_stmt();"
+          "INSERT INTO bulk VALUES ('gone', 0, NULL); UPDATE bulk_stmts SET n = 0",
+          "");
     ts_sink sink = connect_sink(conninfo);
     ts_effects *effs = ts_effects_create();
     char id[32], n[32];
@@ -301,10 +308,7 @@ Test(pg_sink, rows_alike_share_multi_row_statements) {
     row(effs, TS_EFF_ROW_DELETE, "bulk", 1, 1, (const char *[]){"id", "gone"});
     ts_flush flush = {"proc/6", 0, 160, effs};
     counts c = {0};
-    cr_assert_eq(sink.ops->write(sink.impl, &flush, on_done, &c), TS_OK);
-    run_until(&c.done, 1, 10);
-    cr_assert_eq(c.done, 1);
-    cr_assert_eq(c.last, TS_OK);
+    write_acked(&sink, &flush, &c);
     query(conninfo, "SELECT count(*), sum(n), min(id), max(id) FROM bulk WHERE n IS NOT NULL",
           "150|11175|r000|r149");
     query(conninfo, "SELECT string_agg(id || '=' || note, ',' ORDER BY id) FROM bulk "
@@ -321,10 +325,7 @@ Test(pg_sink, rows_alike_share_multi_row_statements) {
  * 21000): the flush is written again one row per statement, in order. */
 Test(pg_sink, one_row_named_twice_falls_back_to_single_rows) {
     migrate(conninfo);
-    char out[64];
-    cr_assert_eq(ts_testenv_pg_query(conninfo, out, sizeof out,
-                                     "CREATE TABLE nums (k int PRIMARY KEY, v text)"),
-                 0, "%s", out);
+    query(conninfo, "CREATE TABLE nums (k int PRIMARY KEY, v text)", "");
     ts_sink sink = connect_sink(conninfo);
     ts_effects *effs = ts_effects_create();
     row(effs, TS_EFF_ROW_UPSERT, "nums", 1, 2, (const char *[]){"k", "1", "v", "first"});
@@ -332,10 +333,7 @@ Test(pg_sink, one_row_named_twice_falls_back_to_single_rows) {
     row(effs, TS_EFF_ROW_UPSERT, "nums", 1, 2, (const char *[]){"k", "2", "v", "two"});
     ts_flush flush = {"proc/7", 0, 3, effs};
     counts c = {0};
-    cr_assert_eq(sink.ops->write(sink.impl, &flush, on_done, &c), TS_OK);
-    run_until(&c.done, 1, 10);
-    cr_assert_eq(c.done, 1);
-    cr_assert_eq(c.last, TS_OK);
+    write_acked(&sink, &flush, &c);
     query(conninfo, "SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM nums",
           "1=second,2=two");
     close_all(&sink, &c);

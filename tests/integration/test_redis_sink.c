@@ -74,6 +74,15 @@ static ts_sink connected_sink(void) {
     return sink;
 }
 
+/* Freezes the server (SIGSTOP: its socket stays open, nothing answers) and
+ * writes `f` to it. @returns the server's pid. */
+static pid_t write_to_frozen_server(ts_sink *sink, const ts_flush *f, counts *c) {
+    pid_t pid = ts_servers_redis_pid(redis.srv);
+    cr_assert_eq(kill(pid, SIGSTOP), 0);
+    cr_assert_eq(sink->ops->write(sink->impl, f, on_done, c), TS_OK);
+    return pid;
+}
+
 static void close_all(ts_sink *sink, counts *c) {
     sink->ops->close(sink->impl, on_closed, c);
     uv_close((uv_handle_t *)&tick, NULL);
@@ -187,13 +196,11 @@ Test(redis_sink, queues_while_down_and_lands_after_restart) {
 Test(redis_sink, a_server_that_stops_replying_is_dropped) {
     ts_sink sink = connected_sink();
 
-    pid_t pid = ts_servers_redis_pid(redis.srv);
-    cr_assert_eq(kill(pid, SIGSTOP), 0);
     ts_effects *effs = ts_effects_create();
     add(effs, TS_EFF_VIEW_SET, "frozen", "thawed", 0);
     ts_flush f = {"p/2", 0, 3, effs};
     counts c = {0};
-    cr_assert_eq(sink.ops->write(sink.impl, &f, on_done, &c), TS_OK);
+    pid_t pid = write_to_frozen_server(&sink, &f, &c);
     uv_update_time(&loop);
     uint64_t until = uv_now(&loop) + 12000; /* the 10 s reply timeout, and a tick */
     while (uv_now(&loop) < until && ts_redis_sink_errors(&sink) == 0)
@@ -217,13 +224,11 @@ Test(redis_sink, a_server_that_stops_replying_is_dropped) {
 Test(redis_sink, a_server_killed_with_unread_commands_is_noticed_at_once) {
     ts_sink sink = connected_sink();
 
-    pid_t pid = ts_servers_redis_pid(redis.srv);
-    cr_assert_eq(kill(pid, SIGSTOP), 0);
     ts_effects *effs = ts_effects_create();
     add(effs, TS_EFF_VIEW_SET, "unread", "landed", 0);
     ts_flush f = {"p/3", 0, 4, effs};
     counts c = {0};
-    cr_assert_eq(sink.ops->write(sink.impl, &f, on_done, &c), TS_OK);
+    pid_t pid = write_to_frozen_server(&sink, &f, &c);
     uv_update_time(&loop);
     uint64_t until = uv_now(&loop) + 300; /* the commands reach the frozen server's socket */
     while (uv_now(&loop) < until)
