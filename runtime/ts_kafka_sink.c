@@ -68,6 +68,7 @@ struct ts_kwrite {
     size_t outstanding; /* messages not yet acknowledged */
     size_t nmsgs;
     ts_kmsg *msgs;
+    int64_t *emitted_end; /* ts_flush.emitted_end */
     struct ts_kwrite *prev, *next; /* in the sink's list of writes */
 };
 
@@ -184,7 +185,10 @@ static void ts_kafka_sink_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *
     if (!m)
         return;
     if (rkmessage->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        m->write->outstanding--;
+        ts_kwrite *w = m->write;
+        if (w->emitted_end && m == &w->msgs[w->nmsgs - 1])
+            *w->emitted_end = rkmessage->offset + 1;
+        w->outstanding--;
         ks->all_down = 0;
         ks->backoff_ms = TS_KSINK_BACKOFF_MIN_MS;
         return;
@@ -348,6 +352,7 @@ static ts_err ts_kafka_sink_write(void *impl, const ts_flush *flush, ts_sink_don
     w->arg = arg;
     w->nmsgs = nmsgs;
     w->outstanding = nmsgs;
+    w->emitted_end = flush->emitted_end;
     for (size_t i = 0, j = 0; i < count; i++) {
         const ts_effect *eff = ts_effects_at(flush->effects, i);
         if (eff->kind == TS_EFF_EMIT && !eff->dead) {

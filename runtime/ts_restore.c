@@ -1,7 +1,7 @@
 /* ts_restore.c - a task's state from its changelog partition (see ts_restore.h).
  *
  * Runs as a uv_work_t: the worker thread owns a short-lived assign-only
- * consumer and writes RocksDB directly (RocksDB is thread-safe; nothing else
+ * consumer (which also asks the partition's end) and writes RocksDB directly (RocksDB is thread-safe; nothing else
  * touches this task's keys while it restores). The consumer starts at the
  * partition's known low offset (a logical "beginning" costs an offset lookup
  * of ~0.5 s) and takes whatever is queued per call. Records are copied into
@@ -34,6 +34,7 @@ struct ts_restore {
     char *brokers, *topic, *task_id;
     json_t *kafka_config;
     int32_t partition;
+    int64_t local_end;
     ts_state *state;
     ts_restore_done_cb done;
     void *arg;
@@ -50,7 +51,8 @@ static double ts_restore_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Drops every local key of the task: state, view mirror, position, pending. */
+/* Drops every local key of the task: state, view mirror, position, pending,
+ * changelog end. */
 static ts_err ts_restore_drop_local(ts_restore *r) {
     size_t idlen = strlen(r->task_id);
     char *key = malloc(idlen + 2);
@@ -68,6 +70,8 @@ static ts_err ts_restore_drop_local(ts_restore *r) {
         key[0] = 'P';
         ts_state_batch_delete(wb, key, idlen + 1);
         key[0] = 'Q';
+        ts_state_batch_delete(wb, key, idlen + 1);
+        key[0] = 'E';
         ts_state_batch_delete(wb, key, idlen + 1);
         rc = ts_state_write(r->state, wb);
         ts_state_batch_destroy(wb);
@@ -232,15 +236,17 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
 }
 
 /* Ends the restore: the complete batches still held are written, and only
- * then the position and the pending effects of the last marker. A crash
- * before that leaves no position (ts_restore_drop_local deleted it), so the
- * next start restores again; the records of a torn last batch are dropped.
+ * then the position and the pending effects of the last marker, and, when
+ * the partition was read to its end, that end (the changelog end the local
+ * state now matches: the next assignment finds it current). A crash before
+ * that leaves no position (ts_restore_drop_local deleted it), so the next
+ * start restores again; the records of a torn last batch are dropped.
  * (Writing without the WAL and flushing once at the end was measured slower:
  * the flush is on the critical path, the WAL append is not much.) */
-static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c) {
+static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end) {
     c->n = c->n_complete; /* drop the torn batch, if any */
     ts_err rc = ts_restore_chunk_write(r, c);
-    if (rc != TS_OK || !c->mark)
+    if (rc != TS_OK || (!c->mark && end < 0))
         return rc;
     size_t idlen = strlen(r->task_id);
     char *key = malloc(idlen + 1);
@@ -251,10 +257,18 @@ static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c) {
         return TS_E_NOMEM;
     }
     memcpy(key + 1, r->task_id, idlen);
-    key[0] = 'P';
-    ts_state_batch_put(wb, key, idlen + 1, (const char *)c->mark->payload + 8, 8);
-    key[0] = 'Q';
-    ts_state_batch_put(wb, key, idlen + 1, c->mark->payload, c->mark->len);
+    if (c->mark) {
+        key[0] = 'P';
+        ts_state_batch_put(wb, key, idlen + 1, (const char *)c->mark->payload + 8, 8);
+        key[0] = 'Q';
+        ts_state_batch_put(wb, key, idlen + 1, c->mark->payload, c->mark->len);
+    }
+    if (end >= 0) {
+        char be[8];
+        ts_buf_be64_store(be, end);
+        key[0] = 'E';
+        ts_state_batch_put(wb, key, idlen + 1, be, 8);
+    }
     rc = ts_state_write(r->state, wb);
     ts_state_batch_destroy(wb);
     free(key);
@@ -296,18 +310,30 @@ static rd_kafka_t *ts_restore_consumer(ts_restore *r, char *err, size_t errlen) 
     return rk;
 }
 
-static ts_err ts_restore_read(ts_restore *r, rd_kafka_t *rk) {
-    int64_t low = 0, high = 0;
-    rd_kafka_resp_err_t kerr =
-        rd_kafka_query_watermark_offsets(rk, r->topic, r->partition, &low, &high, 10000);
-    if (kerr) {
-        ts_log_error(r->task_id, "restore: end of %s [%" PRId32 "]: %s", r->topic, r->partition,
-                     rd_kafka_err2str(kerr));
-        return TS_E_RETRY;
+/* The partition's start and end offsets, asked again until Kafka answers or
+ * the restore is cancelled (a broker that is down pauses the assignment, it
+ * does not fail the instance). */
+static ts_err ts_restore_bounds(ts_restore *r, rd_kafka_t *rk, int64_t *low, int64_t *high) {
+    for (int attempt = 0;; attempt++) {
+        rd_kafka_resp_err_t kerr =
+            rd_kafka_query_watermark_offsets(rk, r->topic, r->partition, low, high, 5000);
+        if (!kerr)
+            return TS_OK;
+        if (atomic_load(&r->cancel))
+            return TS_E_STOPPED;
+        if (attempt % 6 == 0)
+            ts_log_warn(r->task_id, "end of %s [%" PRId32 "] unknown: %s; asking again", r->topic,
+                        r->partition, rd_kafka_err2str(kerr));
+        for (int i = 0; i < 10 && !atomic_load(&r->cancel); i++)
+            uv_sleep(100);
     }
+}
+
+/* Reads [low, high) of the changelog partition into the local state. */
+static ts_err ts_restore_read(ts_restore *r, rd_kafka_t *rk, int64_t low, int64_t high) {
     atomic_store(&r->total, (uint64_t)(high - low));
     if (high <= low)
-        return TS_OK;
+        return ts_restore_finish(r, &(ts_restore_chunk){0}, high);
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
     /* From the known start: a logical offset would cost an offset lookup. */
     rd_kafka_topic_partition_list_add(parts, r->topic, r->partition)->offset = low;
@@ -359,7 +385,7 @@ static ts_err ts_restore_read(ts_restore *r, rd_kafka_t *rk) {
     /* Stopped or not, the complete batches read so far are a consistent
      * state: keep them (with their position) rather than throw them away. */
     if (rc == TS_OK || rc == TS_E_STOPPED) {
-        ts_err frc = ts_restore_finish(r, &chunk);
+        ts_err frc = ts_restore_finish(r, &chunk, rc == TS_OK ? high : -1);
         if (frc != TS_OK)
             rc = frc;
     }
@@ -374,9 +400,6 @@ static void ts_restore_work(uv_work_t *req) {
     ts_restore *r = req->data;
     double t0 = ts_restore_now();
     r->stats.position = -1;
-    r->status = ts_restore_drop_local(r);
-    if (r->status != TS_OK)
-        return;
     char err[512];
     rd_kafka_t *rk = ts_restore_consumer(r, err, sizeof(err));
     if (!rk) {
@@ -384,7 +407,17 @@ static void ts_restore_work(uv_work_t *req) {
         r->status = TS_E_CONFIG;
         return;
     }
-    r->status = ts_restore_read(r, rk);
+    int64_t low = 0, high = 0;
+    r->status = ts_restore_bounds(r, rk, &low, &high);
+    if (r->status == TS_OK && r->local_end >= 0 && high == r->local_end) {
+        /* Nobody appended since this instance's last acknowledged batch. */
+        r->stats.current = 1;
+    } else if (r->status == TS_OK) {
+        r->status = ts_restore_drop_local(r);
+        if (r->status == TS_OK)
+            r->status = ts_restore_read(r, rk, low, high);
+    }
+    r->stats.changelog_end = high;
     rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     r->stats.seconds = ts_restore_now() - t0;
 }
@@ -415,6 +448,7 @@ ts_err ts_restore_start(uv_loop_t *loop, const ts_restore_spec *spec, ts_restore
     r->task_id = strdup(spec->task_id);
     r->kafka_config = spec->kafka_config ? json_deep_copy(spec->kafka_config) : NULL;
     r->partition = spec->partition;
+    r->local_end = spec->local_end;
     r->state = spec->state;
     r->done = done;
     r->arg = arg;

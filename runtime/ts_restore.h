@@ -1,16 +1,29 @@
-/* ts_restore.h - rebuilding a task's local state from its changelog partition.
+/* ts_restore.h - making a task's local state current from its changelog
+ * partition before it processes input.
  *
- * A task assigned a partition whose local state is missing or older than the
- * group's committed offset (another instance owned it meanwhile) restores it
- * before processing input: the task's local keys are dropped, then the
- * changelog partition is read from its start to its end in large fetches and
- * applied to RocksDB in large write batches of whole changelog batches (those
- * closed by a marker), so the result is exactly the state after the last
- * complete batch (records of a torn last batch, after the last marker, are
- * dropped). The last marker's position becomes the task's position, written
- * after everything else, and its effects become the task's pending effects,
- * which the task re-sends when it starts. A cancelled restore keeps the
- * complete batches it read, with their position.
+ * The changelog partition is the partition's one history: every owner appends
+ * each batch's records and its marker there, in order. A task stores, with its
+ * local state, where that partition ended after its own last acknowledged
+ * batch ('E' key, ts_state.h). At assignment the partition's end is asked
+ * first: when it still ends there, nobody appended since and the local state
+ * is current (its decided but unacknowledged batch, if any, is re-sent by the
+ * task). Otherwise (another instance owned the partition meanwhile, the local
+ * state is gone, or this instance crashed while its batch was landing) the
+ * state is restored: the task's local keys are dropped, then the partition is
+ * read from its start to its end in large fetches and applied to RocksDB in
+ * large write batches of whole changelog batches (those closed by a marker),
+ * so the result is exactly the state after the last complete batch (records
+ * of a torn last batch, after the last marker, are dropped). The last
+ * marker's position becomes the task's position, its effects the task's
+ * pending effects (re-sent when it starts), and the end read becomes the
+ * stored end; all three are written after everything else. A cancelled
+ * restore keeps the complete batches it read, with their position, but no
+ * end (the next assignment restores again).
+ *
+ * This does not trust the group's committed offset: a commit can fail (during
+ * a rebalance) or be lost (a crash after the acknowledgement), so it can lag
+ * the newest owner's position, and an instance resuming from its own older
+ * snapshot would append a second, diverging history to the changelog.
  *
  * The work runs on the libuv thread pool (it blocks on Kafka and RocksDB);
  * progress is logged every second (records, rate, ETA).
@@ -33,6 +46,7 @@ typedef struct ts_restore_spec {
     const char *changelog_topic;
     int32_t partition;
     const char *task_id; /* local keys are tag + task_id + NUL + rest */
+    int64_t local_end;   /* the stored changelog end ('E'), -1: none */
     ts_state *state;
 } ts_restore_spec;
 
@@ -40,6 +54,8 @@ typedef struct ts_restore_stats {
     uint64_t records;   /* changelog records read */
     uint64_t batches;   /* complete batches applied */
     int64_t position;   /* restored input position, -1 when the changelog was empty */
+    int64_t changelog_end; /* the partition's end at assignment */
+    int current;        /* the local state was current: nothing was restored */
     double seconds;
 } ts_restore_stats;
 

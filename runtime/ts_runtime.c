@@ -272,12 +272,18 @@ static void ts_runtime_restored(void *arg, ts_err status, const ts_restore_stats
         ;
     *pp = rr->next;
     if (status == TS_OK && !rr->revoked && !rt->stopping) {
-        ts_log_info(rr->task_id,
-                    "restored %" PRIu64 " changelog records (%" PRIu64 " batches) in %.2f s "
-                    "(%.0f records/s), position %" PRId64,
-                    stats->records, stats->batches, stats->seconds,
-                    stats->seconds > 0 ? (double)stats->records / stats->seconds : 0.0,
-                    stats->position);
+        if (stats->current)
+            ts_log_info(rr->task_id,
+                        "local state is current: the changelog still ends at %" PRId64
+                        " (checked in %.2f s)",
+                        stats->changelog_end, stats->seconds);
+        else
+            ts_log_info(rr->task_id,
+                        "restored %" PRIu64 " changelog records (%" PRIu64 " batches) in %.2f s "
+                        "(%.0f records/s), position %" PRId64,
+                        stats->records, stats->batches, stats->seconds,
+                        stats->seconds > 0 ? (double)stats->records / stats->seconds : 0.0,
+                        stats->position);
         int64_t start = ts_runtime_task_start(rt, rr->proc, rr->partition);
         if (start != TS_SOURCE_REFUSE && rt->source)
             ts_source_assign(rt->source, rr->proc->spec.topic, rr->partition, start);
@@ -290,11 +296,12 @@ static void ts_runtime_restored(void *arg, ts_err status, const ts_restore_stats
     free(rr);
 }
 
-/* Local state is current when it is at least as new as what the group
- * committed; otherwise another instance owned the partition meanwhile (or the
- * local state is gone) and the changelog has the newer state. */
+/* The local state is checked against the processor's changelog and restored
+ * from it unless current (ts_restore.h). The group's committed offset is not
+ * trusted for that: it can lag the newest owner's position. */
 static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partition,
                                    int64_t committed) {
+    (void)committed;
     ts_runtime *rt = arg;
     ts_runtime_proc *proc = ts_runtime_proc_for(rt, topic);
     if (!proc || rt->stopping)
@@ -311,8 +318,7 @@ static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partiti
     char task_id[160];
     snprintf(task_id, sizeof(task_id), "%s/%" PRId32, proc->spec.name, partition);
     int64_t local = ts_task_stored_position(rt->state, task_id);
-    if (committed < 0 || local >= committed || !proc->changelog_topic)
-        return ts_runtime_task_start(rt, proc, partition);
+    int64_t local_end = ts_task_stored_changelog_end(rt->state, task_id);
 
     ts_runtime_restore *rr = calloc(1, sizeof(*rr));
     if (!rr)
@@ -327,11 +333,12 @@ static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partiti
         .changelog_topic = proc->changelog_topic,
         .partition = partition,
         .task_id = task_id,
+        .local_end = local_end,
         .state = rt->state,
     };
-    ts_log_info(task_id, "local position %" PRId64 " is behind the committed %" PRId64
-                         ": restoring from %s",
-                local, committed, proc->changelog_topic);
+    ts_log_info(task_id, "checking local state (position %" PRId64 ", changelog end %" PRId64
+                         ") against %s",
+                local, local_end, proc->changelog_topic);
     if (ts_restore_start(&rt->loop, &spec, ts_runtime_restored, rr, &rr->restore) != TS_OK) {
         free(rr);
         return TS_SOURCE_REFUSE;

@@ -26,6 +26,11 @@ typedef struct ts_flush {
     int64_t next_offset;
     const ts_effects *effects;
     const char *owner;     /* "<instance>#<n>": who decided the batch (may be NULL) */
+    /* When not NULL, the Kafka sink stores here, before `done`, the offset
+     * after the flush's last emit in that emit's partition. A task with a
+     * changelog emits its marker last, so this is where the changelog
+     * partition ends after the batch (ts_restore compares it at assignment). */
+    int64_t *emitted_end;
 } ts_flush;
 
 /** Called exactly once per accepted write, on the loop thread. */

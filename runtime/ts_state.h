@@ -6,6 +6,8 @@
  * Key layout (bytes):
  *   'S' task_id 0x00 store 0x1f key   processor state
  *   'P' task_id                        input position (next offset, int64 BE)
+ *   'E' task_id                        end of the changelog partition after the
+ *                                      task's last acknowledged batch (int64 BE)
  *   'Q' task_id                        pending effects of the decided batch
  *                                      (ts_pending.h)
  *   'V' task_id 0x00 view              the view's value as last written

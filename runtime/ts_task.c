@@ -49,6 +49,8 @@ struct ts_task {
     size_t pos_key_len;
     char pending_key[170];
     size_t pending_key_len;
+    char end_key[170]; /* 'E': the changelog end after the last acknowledged batch */
+    size_t end_key_len;
     char *keybuf; /* scratch: prefix + ctx key */
     size_t keycap;
 
@@ -97,6 +99,9 @@ struct ts_task {
     ts_err batch_rc;
     int64_t batch_failed_at; /* offset of the record that failed the batch */
     int pending_acked; /* the stored pending effects are acknowledged, not deleted yet */
+    int64_t flush_end;     /* ts_flush.emitted_end of the flush in flight, -1: none */
+    int64_t changelog_end; /* of the last acknowledged batch, -1: none */
+    int end_unstored;      /* changelog_end is newer than the stored 'E' */
     int held;          /* a batch decided after the revocation, not flushed */
     ts_flush rebuild_flush;
 };
@@ -130,12 +135,13 @@ static ts_err ts_task_backend_get(void *impl, const char *key, size_t klen, char
 
 /* ---- life ---------------------------------------------------------------------- */
 
-int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
+/* An int64 stored under tag + task_id, or -1. */
+static int64_t ts_task_stored_int(ts_state *state, char tag, const char *task_id) {
     char key[170];
     size_t idlen = strlen(task_id);
     if (idlen + 1 > sizeof(key))
         return -1;
-    key[0] = 'P';
+    key[0] = tag;
     memcpy(key + 1, task_id, idlen);
     char *val = NULL;
     size_t vlen = 0;
@@ -144,6 +150,14 @@ int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
         pos = ts_buf_be64_load(val);
     free(val);
     return pos;
+}
+
+int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
+    return ts_task_stored_int(state, 'P', task_id);
+}
+
+int64_t ts_task_stored_changelog_end(ts_state *state, const char *task_id) {
+    return ts_task_stored_int(state, 'E', task_id);
 }
 
 /* The current value of the local key a changelog key stands for: tag, then
@@ -230,6 +244,10 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->pending_key[0] = 'Q';
     memcpy(task->pending_key + 1, task->id, idlen);
     task->pending_key_len = idlen + 1;
+    task->end_key[0] = 'E';
+    memcpy(task->end_key + 1, task->id, idlen);
+    task->end_key_len = idlen + 1;
+    task->changelog_end = task->flush_end = -1;
     task->state_prefix_len = idlen + 2;
     task->state_prefix = malloc(task->state_prefix_len);
     task->effs = ts_effects_create();
@@ -252,6 +270,7 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     snprintf(task->owner, sizeof(task->owner), "%s#%u", host->instance ? host->instance : "?",
              host->owner_seq ? ++*host->owner_seq : 0);
     task->flush.owner = task->owner;
+    task->flush.emitted_end = &task->flush_end;
 
     char perr[256] = "";
     task->proc = spec->def->create(spec->params, perr, sizeof(perr));
@@ -365,6 +384,18 @@ void ts_task_push(ts_task *task, rd_kafka_message_t *msg) {
         task->host->schedule(task->host->arg, task);
 }
 
+/* Puts the changelog end of the last acknowledged batch into `wb` (with the
+ * write that replaces or deletes that batch's pending effects): while it is
+ * the partition's end, no other instance appended after this one, and the
+ * local state is current (see ts_restore.h). */
+static void ts_task_store_end(ts_task *task, ts_state_batch *wb) {
+    if (!task->end_unstored)
+        return;
+    char end[8];
+    ts_buf_be64_store(end, task->changelog_end);
+    ts_state_batch_put(wb, task->end_key, task->end_key_len, end, 8);
+}
+
 /* Deletes the stored pending effects once every sink acknowledged them. */
 static void ts_task_forget_pending(ts_task *task) {
     task->pending_acked = 0;
@@ -372,9 +403,11 @@ static void ts_task_forget_pending(ts_task *task) {
     if (!wb)
         return;
     ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
-    /* Failing to delete is harmless: the effects would be re-sent and the
-     * sinks' fences skip them. */
-    ts_state_write(task->host->state, wb);
+    ts_task_store_end(task, wb);
+    /* Failing to write is harmless: the effects would be re-sent and the
+     * sinks' fences skip them; an old changelog end means a restore. */
+    if (ts_state_write(task->host->state, wb) == TS_OK)
+        task->end_unstored = 0;
     ts_state_batch_destroy(wb);
 }
 
@@ -773,9 +806,11 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     else if (rc == TS_OK && task->pending_acked)
         ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
     if (rc == TS_OK)
+        ts_task_store_end(task, wb);
+    if (rc == TS_OK)
         rc = ts_state_write(task->host->state, wb);
     if (rc == TS_OK)
-        task->pending_acked = 0;
+        task->pending_acked = task->end_unstored = 0;
     if (rc == TS_OK)
         ts_ctx_writes_done(task->ctx); /* they serve as the cache of hot keys now */
     else
@@ -797,6 +832,11 @@ static void ts_task_flush_acked(ts_task *task) {
     ts_effects_clear(task->effs);
     task->busy = 0;
     task->acked = task->flush.next_offset;
+    if (task->flush_end >= 0 && task->spec->changelog_topic) {
+        task->changelog_end = task->flush_end;
+        task->end_unstored = 1;
+    }
+    task->flush_end = -1;
     if (task->batch_event_ms > task->acked_event_ms)
         task->acked_event_ms = task->batch_event_ms;
     struct timespec now;

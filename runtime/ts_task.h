@@ -89,6 +89,9 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
 /** Reads the stored input position of task `task_id` from `state`
  * (-1 when the task has no local state). */
 int64_t ts_task_stored_position(ts_state *state, const char *task_id);
+/** Reads the stored end of task `task_id`'s changelog partition after its last
+ * acknowledged batch (-1 when none is stored). */
+int64_t ts_task_stored_changelog_end(ts_state *state, const char *task_id);
 
 /** Frees the task and every buffered record; accepts NULL. Only when idle. */
 void ts_task_destroy(ts_task *task);

@@ -1,8 +1,9 @@
 /* test_restore.c - state follows its partition: an instance whose local state
  * is gone restores it from the changelog before processing, a batch whose
  * changelog records never landed before a crash reaches the changelog at the
- * restart (from its pending record), and a clean restart with local state
- * restores nothing. */
+ * restart (from its pending record), a clean restart with local state
+ * restores nothing, and an instance whose snapshot is older than the
+ * changelog restores even when the group's committed offset lags. */
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <librdkafka/rdkafka.h>
@@ -192,4 +193,52 @@ Test(restore, clean_restart_keeps_local_state) {
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     cr_assert(!log_has("restoring from"), "the local checkpoint was used (see %s)", tp.log);
     cr_assert_eq(dlq_size(), 0);
+}
+
+Test(restore, an_old_snapshot_is_not_resumed_when_the_committed_offset_lags) {
+    enum { PARTS = 8 };
+    const ts_topic_conf *tc = ts_topology_topic(tp.topo, TOPIC);
+    cr_assert(tc && tc->partitions <= PARTS);
+    int parts = tc->partitions;
+
+    /* This instance processes the first books and stops: its snapshot is
+     * at L. */
+    produce_books(0, 30);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+    int64_t at_l[PARTS];
+    cr_assert_eq(ts_testpipe_committed(&tp, TOPIC, at_l, parts), 0);
+
+    /* Instance A (its own state) takes over and goes further, to X. */
+    pid_t a = ts_testpipe_spawn(&tp, "a", NULL);
+    cr_assert_gt(a, 0);
+    for (int i = 0; i < 30; i++)
+        produce_updated(i);
+    produce_books(30, 40);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s/a.log", tp.dir);
+    cr_assert_eq(ts_testpipe_reap(a, SIGTERM), 0);
+
+    /* The group's committed offsets lag A's position (as after a commit lost
+     * in a rebalance or a crash right after an acknowledgement). */
+    cr_assert_eq(ts_testpipe_commit(&tp, TOPIC, at_l, parts), 0);
+
+    /* The first instance comes back: its snapshot at L is older than the
+     * changelog, however far the group committed. It must restore, not
+     * resume from L. */
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_books(40, 50);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+    char why[512] = "";
+    cr_assert_eq(ts_testpipe_changelog_is_one_history(&tp, "storybook", why, sizeof(why)), 0,
+                 "%s (see %s and %s/a.log)", why, tp.log, tp.dir);
+    cr_assert_eq(dlq_size(), 0, "nothing rejected (see %s)", tp.log);
+
+    char out[4096];
+    cr_assert_eq(ts_testenv_pg_query(tp.pg, out, sizeof(out),
+                                     "SELECT count(*) FROM books WHERE title LIKE 'Again %'"),
+                 0);
+    cr_assert_str_eq(out, "30");
+    cr_assert_eq(ts_testenv_pg_query(tp.pg, out, sizeof(out), "SELECT count(*) FROM books"), 0);
+    cr_assert_str_eq(out, "50");
 }

@@ -6,7 +6,9 @@
  * independent model, and no partition was processed by two instances at once:
  * Postgres records every hand-over of a partition (ts_handoffs, each owner
  * being one instance's continuous holding of it), and an owner that comes
- * back after another one took over would mean they overlapped.
+ * back after another one took over would mean they overlapped. Every
+ * changelog stays one history (no marker's position goes back): each new
+ * owner continued from the newest batch, never from an older snapshot.
  *
  * Alone, with another size or seed:
  *   TS_SCALE_EVENTS=200000 TS_MODEL_SEED=7 TS_TEST_SERVERS=<dir> build/test_scaleout */
@@ -102,6 +104,14 @@ Test(scaleout, kill_add_restart_instances_mid_stream) {
     size_t diffs = ts_modelrun_compare(&tp, m, TS_MODEL_ALL, label);
     size_t handoffs = check_handoffs();
     fprintf(stderr, "scaleout: %zu partition hand-overs, none overlapping\n", handoffs);
+    /* Every hand-over continued the partition's changelog from its newest
+     * batch: no instance resumed from an older snapshot of its own. */
+    for (size_t i = 0; i < tp.topo->n_processors; i++) {
+        char why[512] = "";
+        cr_assert_eq(ts_testpipe_changelog_is_one_history(&tp, tp.topo->processors[i].name, why,
+                                                          sizeof(why)),
+                     0, "%s (see the logs in %s)", why, tp.dir);
+    }
     cr_assert_eq(ts_testpipe_reap(c, SIGTERM), 0);
     cr_assert_eq(ts_testpipe_reap(d, SIGTERM), 0);
     ts_model_destroy(m);

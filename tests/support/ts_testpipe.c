@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ts_avro.h"
+#include "ts_buf.h"
 #include "ts_kconf.h"
 
 static double ts_testpipe_now(void) {
@@ -308,10 +309,9 @@ int ts_testpipe_wait_committed(ts_testpipe *tp, const char *topic, double second
     return rc;
 }
 
-rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, size_t *n) {
+static rd_kafka_message_t **ts_testpipe_read(ts_testpipe *tp, const char *topic, int partitions,
+                                             size_t *n) {
     *n = 0;
-    const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
-    int partitions = tc ? tc->partitions : 1;
     rd_kafka_t *rk = ts_testpipe_reader(tp);
     if (!rk)
         return NULL;
@@ -352,6 +352,133 @@ rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, 
     rd_kafka_assign(rk, NULL);
     free(ends);
     return msgs;
+}
+
+rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, size_t *n) {
+    const ts_topic_conf *tc = ts_topology_topic(tp->topo, topic);
+    return ts_testpipe_read(tp, topic, tc ? tc->partitions : 1, n);
+}
+
+rd_kafka_message_t **ts_testpipe_read_changelog(ts_testpipe *tp, const char *processor,
+                                                size_t *n) {
+    *n = 0;
+    for (size_t i = 0; i < tp->topo->n_processors; i++) {
+        const ts_processor_conf *pc = &tp->topo->processors[i];
+        if (strcmp(pc->name, processor) != 0)
+            continue;
+        const ts_topic_conf *tc = ts_topology_topic(tp->topo, pc->input);
+        char group[64], topic[256];
+        ts_testpipe_group(tp, group, sizeof(group));
+        snprintf(topic, sizeof(topic), "%s-%s-changelog", group, processor);
+        return ts_testpipe_read(tp, topic, tc ? tc->partitions : 1, n);
+    }
+    return NULL;
+}
+
+int ts_testpipe_changelog_is_one_history(ts_testpipe *tp, const char *processor, char *why,
+                                         size_t whylen) {
+    size_t n = 0;
+    rd_kafka_message_t **msgs = ts_testpipe_read_changelog(tp, processor, &n);
+    int64_t last[256];
+    for (size_t p = 0; p < sizeof(last) / sizeof(last[0]); p++)
+        last[p] = -1;
+    size_t markers = 0;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const rd_kafka_message_t *m = msgs[i];
+        if (m->key_len != 1 || ((const char *)m->key)[0] != 'M' || m->len < 16 ||
+            m->partition < 0 || m->partition >= 256)
+            continue;
+        int64_t next = ts_buf_be64_load((const char *)m->payload + 8);
+        if (next < last[m->partition]) {
+            snprintf(why, whylen,
+                     "%s changelog [%d] offset %lld: a marker at position %lld after one at %lld",
+                     processor, (int)m->partition, (long long)m->offset, (long long)next,
+                     (long long)last[m->partition]);
+            rc = -1;
+        }
+        last[m->partition] = next;
+        markers++;
+    }
+    if (rc == 0 && markers == 0) {
+        snprintf(why, whylen, "%s changelog: no marker read", processor);
+        rc = -1;
+    }
+    ts_testpipe_records_free(msgs, n);
+    return rc;
+}
+
+/* The group's committed offsets of every partition of `topic` (-1: none). */
+int ts_testpipe_committed(ts_testpipe *tp, const char *topic, int64_t *offsets, int partitions) {
+    rd_kafka_t *rk = ts_testpipe_reader(tp);
+    if (!rk)
+        return -1;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p);
+    int rc = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+    for (int p = 0; rc == 0 && p < partitions; p++)
+        offsets[p] = parts->elems[p].err ? -1 : parts->elems[p].offset;
+    rd_kafka_topic_partition_list_destroy(parts);
+    return rc;
+}
+
+/* A consumer that joins the group for a moment: the group's coordinator
+ * takes commits only from members. */
+int ts_testpipe_commit(ts_testpipe *tp, const char *topic, const int64_t *offsets,
+                       int partitions) {
+    char group[64];
+    ts_testpipe_group(tp, group, sizeof(group));
+    char why[512];
+    rd_kafka_conf_t *conf = ts_kconf_create(ts_cluster_bootstraps(tp->cluster), NULL, why,
+                                            sizeof(why));
+    if (!conf)
+        return -1;
+    rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    /* The runtime's (ts_source.c): the mock coordinator waits for a session
+     * timeout after a member leaves before it assigns the next joiner. */
+    rd_kafka_conf_set(conf, "session.timeout.ms", "10000", NULL, 0);
+    rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", NULL, 0);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!rk)
+        return -1;
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    /* Joined once the assignment arrives (the default rebalance handling
+     * assigns it while polling). */
+    double deadline = ts_testpipe_now() + ts_testenv_timeout(30);
+    rd_kafka_topic_partition_list_t *mine = NULL;
+    while (!err && ts_testpipe_now() < deadline) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+        if (msg)
+            rd_kafka_message_destroy(msg);
+        if (rd_kafka_assignment(rk, &mine) == RD_KAFKA_RESP_ERR_NO_ERROR && mine->cnt > 0)
+            break;
+        if (mine)
+            rd_kafka_topic_partition_list_destroy(mine);
+        mine = NULL;
+    }
+    if (!err && !mine)
+        err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    if (mine)
+        rd_kafka_topic_partition_list_destroy(mine);
+    if (!err) {
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(partitions);
+        for (int p = 0; p < partitions; p++)
+            if (offsets[p] >= 0)
+                rd_kafka_topic_partition_list_add(parts, topic, p)->offset = offsets[p];
+        err = rd_kafka_commit(rk, parts, 0);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+    if (err)
+        fprintf(stderr, "testpipe: commit to %s: %s\n", topic, rd_kafka_err2str(err));
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return err ? -1 : 0;
 }
 
 void ts_testpipe_records_free(rd_kafka_message_t **msgs, size_t n) {

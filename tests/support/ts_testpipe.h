@@ -98,7 +98,25 @@ int ts_testpipe_group_progress(rd_kafka_t *rk, const char *topic, int partitions
 /** Reads every record of `topic` (all partitions, from the start to the end at
  * call time) into a new array. *n is set. Free with ts_testpipe_records_free. */
 rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, size_t *n);
+/** Reads every record of processor `processor`'s changelog topic (all the
+ * partitions of its input) like ts_testpipe_read_topic. */
+rd_kafka_message_t **ts_testpipe_read_changelog(ts_testpipe *tp, const char *processor,
+                                                size_t *n);
 void ts_testpipe_records_free(rd_kafka_message_t **msgs, size_t n);
+/** Checks that processor `processor`'s changelog is one history: in every
+ * partition, the markers' positions never go back (as they would after an
+ * instance resumed from an old snapshot and appended a second history).
+ * @returns 0, or -1 with the first offending marker (or none read) in `why`. */
+int ts_testpipe_changelog_is_one_history(ts_testpipe *tp, const char *processor, char *why,
+                                         size_t whylen);
+/** The runtime group's committed offsets of partitions 0..partitions-1 of
+ * `topic` into offsets[] (-1: none). @returns 0, or -1 when Kafka did not answer. */
+int ts_testpipe_committed(ts_testpipe *tp, const char *topic, int64_t *offsets, int partitions);
+/** Commits offsets[] (skipping negative ones) for the runtime group, as an
+ * operator resetting offsets would: only while no instance is in the group.
+ * @returns 0, or -1 (reason on stderr). */
+int ts_testpipe_commit(ts_testpipe *tp, const char *topic, const int64_t *offsets,
+                       int partitions);
 /** The value of header `name` of `msg` as a new string, or NULL. */
 char *ts_testpipe_header(const rd_kafka_message_t *msg, const char *name);
 
