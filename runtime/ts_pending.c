@@ -27,6 +27,14 @@ void ts_pending_begin(ts_buf *q, int64_t first, int64_t next, const ts_effects *
     }
 }
 
+void ts_pending_begin_marker(ts_buf *q, const ts_bytes *marker) {
+    ts_buf_reset(q);
+    uint32_t blob_len = (uint32_t)(marker->len - TS_PENDING_OFFSETS);
+    ts_buf_put(q, TS_PENDING_MAGIC, 4);
+    ts_buf_put(q, &blob_len, 4);
+    ts_buf_put(q, marker->data, marker->len);
+}
+
 void ts_pending_add_ref(ts_buf *q, const ts_bytes *changelog_key) {
     ts_buf_put(q, "R", 1);
     ts_buf_field(q, changelog_key);

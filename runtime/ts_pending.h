@@ -35,10 +35,14 @@
 /** Starts a full form in `q` (emptied first) for offsets [first, next) with
  * the live effects of `effs`. Appends fail silently into q->failed. */
 void ts_pending_begin(ts_buf *q, int64_t first, int64_t next, const ts_effects *effs);
+/** Starts a full form in `q` (emptied first) around a marker form `marker`
+ * (at least the two offsets), with no records yet: what a restore stores to
+ * have changelog records re-sent with the marker it restored to. */
+void ts_pending_begin_marker(ts_buf *q, const ts_bytes *marker);
 /** Appends a changelog record whose value is the current value of the local
  * key that `changelog_key` stands for (none: a tombstone). */
 void ts_pending_add_ref(ts_buf *q, const ts_bytes *changelog_key);
-/** Appends a changelog record with its value. */
+/** Appends a changelog record with its value (data NULL: a tombstone). */
 void ts_pending_add_inline(ts_buf *q, const ts_bytes *changelog_key, const ts_bytes *value);
 /** The marker form inside a full form begun by ts_pending_begin; borrowed
  * from `q`, valid until the next append to it. */

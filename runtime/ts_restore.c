@@ -24,6 +24,7 @@
 #include "ts_buf.h"
 #include "ts_kconf.h"
 #include "ts_log.h"
+#include "ts_pending.h"
 
 #define TS_RESTORE_FETCH 4096                 /* records per consume call */
 #define TS_RESTORE_CHUNK_OPS 65536            /* records per RocksDB write, about */
@@ -98,10 +99,12 @@ typedef struct ts_restore_chunk {
     size_t n, n_complete, ops_cap, sops_cap;
     rd_kafka_message_t *mark; /* the last marker read */
     int64_t mark_next;        /* its input position */
+    ts_buf torn_groups;       /* keys of the group records since it, NUL-separated */
 } ts_restore_chunk;
 
 static void ts_restore_chunk_free(ts_restore_chunk *c) {
     ts_buf_close(&c->arena);
+    ts_buf_close(&c->torn_groups);
     free(c->ops);
     free(c->sops);
     if (c->mark)
@@ -208,14 +211,18 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
         c->mark_next = ts_buf_be64_load((const char *)msg->payload + 8);
         *kept = 1;
         c->n_complete = c->n;
+        ts_buf_reset(&c->torn_groups);
         r->stats.batches++;
         r->stats.position = c->mark_next;
         if (c->n >= TS_RESTORE_CHUNK_OPS || c->arena.len >= TS_RESTORE_CHUNK_BYTES)
             return ts_restore_chunk_write(r, c);
         return TS_OK;
     }
-    if (k[0] == 'Z')
-        return ts_restore_apply_group(r, c, msg);
+    if (k[0] == 'Z') {
+        ts_buf_put(&c->torn_groups, k, msg->key_len);
+        ts_buf_put(&c->torn_groups, "", 1);
+        return c->torn_groups.failed ? TS_E_NOMEM : ts_restore_apply_group(r, c, msg);
+    }
     if (k[0] != 'S' && k[0] != 'V' && k[0] != 'W')
         return TS_OK;
     if (ts_restore_grow_ops(c) != TS_OK)
@@ -235,6 +242,40 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
     return TS_OK;
 }
 
+/* The pending effects to store for the last marker. Records after it are a
+ * torn batch: the instance that wrote them died before its marker. They stay
+ * in the changelog, and the next owner's batches follow them, so a later
+ * restore would take them as part of that owner's first batch (and
+ * compaction keeps them where no later record has their key). So when there
+ * are any, the pending effects become a full form that re-sends, before the
+ * marker, every key they wrote with its restored value (or a tombstone), and
+ * a tombstone for each of their group records: in the changelog, the torn
+ * batch is then undone by the batch that follows it. */
+static ts_err ts_restore_pending(ts_restore *r, ts_restore_chunk *c, ts_buf *q) {
+    ts_bytes marker = {c->mark->payload, c->mark->len};
+    ts_pending_begin_marker(q, &marker);
+    size_t idlen = strlen(r->task_id);
+    ts_buf ckey = {0};
+    for (size_t i = c->n_complete; i < c->n; i++) {
+        /* Local key tag + task_id + NUL + rest; changelog key tag + rest. */
+        const char *key = c->arena.data + c->ops[i].koff;
+        ts_buf_reset(&ckey);
+        ts_buf_put(&ckey, key, 1);
+        ts_buf_put(&ckey, key + 2 + idlen, c->ops[i].klen - 2 - idlen);
+        ts_pending_add_ref(q, &(ts_bytes){ckey.data, ckey.len});
+    }
+    const ts_bytes tombstone = {NULL, 0};
+    for (size_t at = 0; at < c->torn_groups.len;) {
+        const char *key = c->torn_groups.data + at;
+        size_t klen = strlen(key);
+        ts_pending_add_inline(q, &(ts_bytes){(char *)key, klen}, &tombstone);
+        at += klen + 1;
+    }
+    ts_err rc = q->failed || ckey.failed ? TS_E_NOMEM : TS_OK;
+    ts_buf_close(&ckey);
+    return rc;
+}
+
 /* Ends the restore: the complete batches still held are written, and only
  * then the position and the pending effects of the last marker, and, when
  * the partition was read to its end, that end (the changelog end the local
@@ -244,16 +285,23 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
  * (Writing without the WAL and flushing once at the end was measured slower:
  * the flush is on the critical path, the WAL append is not much.) */
 static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end) {
+    int torn = c->n > c->n_complete || c->torn_groups.len > 0;
+    ts_buf q = {0};
+    ts_err rc = end >= 0 && c->mark && torn ? ts_restore_pending(r, c, &q) : TS_OK;
     c->n = c->n_complete; /* drop the torn batch, if any */
-    ts_err rc = ts_restore_chunk_write(r, c);
-    if (rc != TS_OK || (!c->mark && end < 0))
+    if (rc == TS_OK)
+        rc = ts_restore_chunk_write(r, c);
+    if (rc != TS_OK || (!c->mark && end < 0)) {
+        ts_buf_close(&q);
         return rc;
+    }
     size_t idlen = strlen(r->task_id);
     char *key = malloc(idlen + 1);
     ts_state_batch *wb = ts_state_batch_create();
     if (!key || !wb) {
         free(key);
         ts_state_batch_destroy(wb);
+        ts_buf_close(&q);
         return TS_E_NOMEM;
     }
     memcpy(key + 1, r->task_id, idlen);
@@ -261,7 +309,10 @@ static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end)
         key[0] = 'P';
         ts_state_batch_put(wb, key, idlen + 1, (const char *)c->mark->payload + 8, 8);
         key[0] = 'Q';
-        ts_state_batch_put(wb, key, idlen + 1, c->mark->payload, c->mark->len);
+        if (q.len > 0)
+            ts_state_batch_put(wb, key, idlen + 1, q.data, q.len);
+        else
+            ts_state_batch_put(wb, key, idlen + 1, c->mark->payload, c->mark->len);
     }
     if (end >= 0) {
         char be[8];
@@ -272,6 +323,7 @@ static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end)
     rc = ts_state_write(r->state, wb);
     ts_state_batch_destroy(wb);
     free(key);
+    ts_buf_close(&q);
     return rc;
 }
 

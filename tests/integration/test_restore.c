@@ -2,8 +2,9 @@
  * is gone restores it from the changelog before processing, a batch whose
  * changelog records never landed before a crash reaches the changelog at the
  * restart (from its pending record), a clean restart with local state
- * restores nothing, and an instance whose snapshot is older than the
- * changelog restores even when the group's committed offset lags. */
+ * restores nothing, an instance whose snapshot is older than the changelog
+ * restores even when the group's committed offset lags, and the records of a
+ * torn batch left in the middle of the changelog do not count. */
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <librdkafka/rdkafka.h>
@@ -241,4 +242,76 @@ Test(restore, an_old_snapshot_is_not_resumed_when_the_committed_offset_lags) {
     cr_assert_str_eq(out, "30");
     cr_assert_eq(ts_testenv_pg_query(tp.pg, out, sizeof(out), "SELECT count(*) FROM books"), 0);
     cr_assert_str_eq(out, "50");
+}
+
+/* The changelog partition holding book `book`'s state record. */
+static int32_t changelog_partition_of(const char *book) {
+    char key[64];
+    int klen = snprintf(key, sizeof(key), "Sbook\x1f%s", book);
+    size_t n = 0;
+    rd_kafka_message_t **msgs = ts_testpipe_read_changelog(&tp, "storybook", &n);
+    int32_t partition = -1;
+    for (size_t i = 0; i < n && partition < 0; i++)
+        if (msgs[i]->key_len == (size_t)klen && memcmp(msgs[i]->key, key, (size_t)klen) == 0)
+            partition = msgs[i]->partition;
+    ts_testpipe_records_free(msgs, n);
+    return partition;
+}
+
+static void produce_changelog(int32_t partition, const char *key, size_t klen, const char *value,
+                              size_t vlen) {
+    char topic[256];
+    ts_testpipe_changelog_topic(&tp, "storybook", topic, sizeof(topic));
+    cr_assert_eq(rd_kafka_producev(tp.producer, RD_KAFKA_V_TOPIC(topic),
+                                   RD_KAFKA_V_PARTITION(partition),
+                                   RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_VALUE((void *)value, vlen),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_assert_eq(rd_kafka_flush(tp.producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+Test(restore, a_torn_batch_in_the_middle_of_the_changelog_is_undone) {
+    produce_books(0, 10);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+
+    /* An owner died while its batch was landing: two of its records reached
+     * the changelog, its marker did not. It had changed book b3 and applied
+     * event up3 (so it remembered its id). */
+    int32_t p = changelog_partition_of("b3");
+    cr_assert_geq(p, 0, "book b3 is in the changelog");
+    static const char book_key[] = "Sbook\x1f" "b3";
+    static const char torn_book[] =
+        "{\"id\": \"b3\", \"userId\": \"u3\", \"title\": \"TORN\", \"coverImageUrl\": null, "
+        "\"createdAt\": 1767225600000, \"updatedAt\": 1767225700000, \"pages\": []}";
+    static const char group_key[] = "Z999999", seen[] = "_seen\x1f" "up3";
+    produce_changelog(p, book_key, sizeof(book_key) - 1, torn_book, sizeof(torn_book) - 1);
+    produce_changelog(p, group_key, sizeof(group_key) - 1, seen, sizeof(seen) - 1);
+
+    /* The next owner restores (the torn tail is dropped) and goes on: its
+     * batches follow the torn records in the changelog. */
+    wipe_local_state();
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_created(103); /* user u3: the same partition as book b3 */
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+
+    /* A later restore reads the torn records in the middle of the changelog:
+     * they must not count. Else book b3 would be "TORN" and the real up3,
+     * taken for a duplicate, would be dropped. */
+    wipe_local_state();
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_updated(3);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(dlq_size(), 0, "see %s", tp.log);
+    char out[4096];
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
+                                      "storybook:book:b3"), 0);
+    json_t *book = json_loads(out, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(book, "title")), "Again 3",
+                     "%s (see %s)", out, tp.log);
+    json_decref(book);
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
+                                      "storybook:book:b103"), 0);
+    cr_assert(out[0] == '{', "book b103 survived the restores: %s", out);
 }

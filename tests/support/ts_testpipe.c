@@ -359,6 +359,13 @@ rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, 
     return ts_testpipe_read(tp, topic, tc ? tc->partitions : 1, n);
 }
 
+void ts_testpipe_changelog_topic(const ts_testpipe *tp, const char *processor, char *out,
+                                 size_t cap) {
+    char group[64];
+    ts_testpipe_group(tp, group, sizeof(group));
+    snprintf(out, cap, "%s-%s-changelog", group, processor);
+}
+
 rd_kafka_message_t **ts_testpipe_read_changelog(ts_testpipe *tp, const char *processor,
                                                 size_t *n) {
     *n = 0;
@@ -367,9 +374,8 @@ rd_kafka_message_t **ts_testpipe_read_changelog(ts_testpipe *tp, const char *pro
         if (strcmp(pc->name, processor) != 0)
             continue;
         const ts_topic_conf *tc = ts_topology_topic(tp->topo, pc->input);
-        char group[64], topic[256];
-        ts_testpipe_group(tp, group, sizeof(group));
-        snprintf(topic, sizeof(topic), "%s-%s-changelog", group, processor);
+        char topic[256];
+        ts_testpipe_changelog_topic(tp, processor, topic, sizeof(topic));
         return ts_testpipe_read(tp, topic, tc ? tc->partitions : 1, n);
     }
     return NULL;

@@ -98,6 +98,9 @@ int ts_testpipe_group_progress(rd_kafka_t *rk, const char *topic, int partitions
 /** Reads every record of `topic` (all partitions, from the start to the end at
  * call time) into a new array. *n is set. Free with ts_testpipe_records_free. */
 rd_kafka_message_t **ts_testpipe_read_topic(ts_testpipe *tp, const char *topic, size_t *n);
+/** The name of processor `processor`'s changelog topic. */
+void ts_testpipe_changelog_topic(const ts_testpipe *tp, const char *processor, char *out,
+                                 size_t cap);
 /** Reads every record of processor `processor`'s changelog topic (all the
  * partitions of its input) like ts_testpipe_read_topic. */
 rd_kafka_message_t **ts_testpipe_read_changelog(ts_testpipe *tp, const char *processor,
