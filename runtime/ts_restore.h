@@ -15,7 +15,11 @@
  * so the result is exactly the state after the last complete batch (records
  * of a torn last batch, after the last marker, are dropped). The last
  * marker's position becomes the task's position, its effects the task's
- * pending effects (re-sent when it starts), and the end read becomes the
+ * pending effects (re-sent when it starts; after a torn batch they also
+ * re-send every key it wrote with its restored value, so that in the
+ * changelog the torn records are undone before the next batch, where a
+ * later restore reads them in the middle; a torn first batch of a partition,
+ * with no marker before it, is not undone), and the end read becomes the
  * stored end; all three are written after everything else. A cancelled
  * restore keeps the complete batches it read, with their position, but no
  * end (the next assignment restores again).
