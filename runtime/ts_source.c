@@ -294,8 +294,16 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
     }
     /* Defaults first: a user's kafka.config may override the tuning ones. */
     static const char *const defaults[][2] = {
-        {"enable.auto.commit", "false"},
+        /* The task stores an offset once its batch is acknowledged
+         * (ts_source_commit); librdkafka commits what is stored, all
+         * partitions in one request, every interval and when partitions are
+         * revoked or the consumer closes. Committed offsets serve lag
+         * monitoring only (ts_restore.h decides currency from the
+         * changelog), so one request per interval instead of one per batch
+         * costs nothing in safety. */
+        {"enable.auto.commit", "true"},
         {"enable.auto.offset.store", "false"},
+        {"auto.commit.interval.ms", "100"},
         {"auto.offset.reset", "earliest"},
         /* Eager by default: with librdkafka 2.0.2, cooperative-sticky and
          * manual commits lose the assignment when a commit meets a rebalance
@@ -409,7 +417,8 @@ void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int p
 
 void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset) {
     rd_kafka_topic_partition_list_t *parts = ts_source_one(topic, partition, next_offset);
-    rd_kafka_commit(src->rk, parts, 1);
+    /* Fails only for a partition no longer assigned: its next owner commits. */
+    rd_kafka_offsets_store(src->rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
 }
 

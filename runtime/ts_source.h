@@ -66,8 +66,10 @@ void ts_source_assign(ts_source *src, const char *topic, int32_t partition, int6
 
 /** Pauses (pause != 0) or resumes fetching one partition. */
 void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int pause);
-/** Commits `next_offset` for the partition (asynchronously). A commit can
- * fail (e.g. during a rebalance); committing again later repairs it. */
+/** Stores `next_offset` as the partition's offset to commit; librdkafka
+ * commits the stored offsets of all partitions together within
+ * auto.commit.interval.ms (100 ms), and at revocation and close. A commit can
+ * fail (e.g. during a rebalance); the next one repairs it. */
 void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset);
 /** The partition's end offset as last seen by the fetcher (cached, no round
  * trip). @returns 0 with *high set, or -1 when not known yet. */
