@@ -245,6 +245,7 @@ static int bench_restore_once(bench_ctx *b, int32_t from, int32_t to, size_t per
             .changelog_topic = BENCH_RESTORE_TOPIC,
             .partition = p,
             .task_id = task,
+            .local_end = -1, /* no local state: restore */
             .state = st,
         };
         ts_restore *r;

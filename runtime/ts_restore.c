@@ -461,7 +461,7 @@ static void ts_restore_work(uv_work_t *req) {
     }
     int64_t low = 0, high = 0;
     r->status = ts_restore_bounds(r, rk, &low, &high);
-    if (r->status == TS_OK && r->local_end >= 0 && high == r->local_end) {
+    if (r->status == TS_OK && r->local_end > 0 && high == r->local_end) {
         /* Nobody appended since this instance's last acknowledged batch. */
         r->stats.current = 1;
     } else if (r->status == TS_OK) {
