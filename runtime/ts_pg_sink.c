@@ -296,8 +296,6 @@ static char *ts_pg_job_rows_json(ts_pg_sink *ps, const ts_pg_job *job, const cha
     return text;
 }
 
-/* Queues a job's statements and its Sync on the connection. -1 when libpq
- * refuses (the connection is broken). */
 /* The prepared statement for `sql`, queueing its Parse when it is new. */
 static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_buf *sql) {
     ts_pg_prepared *p = NULL;
@@ -323,6 +321,8 @@ static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_bu
     return p;
 }
 
+/* Queues a job's statements and its Sync on the connection. -1 when libpq
+ * refuses (the connection is broken). */
 static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     PGconn *conn = ps->conn;
     const ts_effects *effs = job->flush.effects;

@@ -277,6 +277,8 @@ static void ts_runtime_restored(void *arg, ts_err status, const ts_restore_stats
                         "local state is current: the changelog still ends at %" PRId64
                         " (checked in %.2f s)",
                         stats->changelog_end, stats->seconds);
+        else if (stats->records == 0)
+            ts_log_info(rr->task_id, "the changelog is empty: starting without state");
         else
             ts_log_info(rr->task_id,
                         "restored %" PRIu64 " changelog records (%" PRIu64 " batches) in %.2f s "
