@@ -301,9 +301,7 @@ static void ts_runtime_restored(void *arg, ts_err status, const ts_restore_stats
 /* The local state is checked against the processor's changelog and restored
  * from it unless current (ts_restore.h). The group's committed offset is not
  * trusted for that: it can lag the newest owner's position. */
-static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partition,
-                                   int64_t committed) {
-    (void)committed;
+static int64_t ts_runtime_assigned(void *arg, const char *topic, int32_t partition) {
     ts_runtime *rt = arg;
     ts_runtime_proc *proc = ts_runtime_proc_for(rt, topic);
     if (!proc || rt->stopping)

@@ -92,33 +92,25 @@ static void ts_source_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     ts_source *src = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        /* The committed offsets tell the handler whether its local state is
-         * current; one round trip for the whole assignment. */
-        rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
-        rd_kafka_resp_err_t cerr = rd_kafka_committed(rk, committed, 10000);
-        if (cerr)
-            ts_log_warn("source", "committed offsets unknown: %s", rd_kafka_err2str(cerr));
         rd_kafka_topic_partition_list_t *take = rd_kafka_topic_partition_list_new(parts->cnt);
         rd_kafka_topic_partition_list_t *held = rd_kafka_topic_partition_list_new(parts->cnt);
         int later = 0;
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *p = &parts->elems[i];
-            int64_t done = cerr || committed->elems[i].err || committed->elems[i].offset < 0
-                               ? -1
-                               : committed->elems[i].offset;
-            int64_t start = src->handler.assigned(src->handler.arg, p->topic, p->partition, done);
+            int64_t start = src->handler.assigned(src->handler.arg, p->topic, p->partition);
             if (start == TS_SOURCE_REFUSE)
                 continue;
             if (start == TS_SOURCE_LATER) {
                 /* Taken now, as the group expects, but held (paused) until
-                 * the handler's state is ready; ts_source_assign then seeks. */
+                 * the handler's state is ready; ts_source_assign then seeks.
+                 * The offset meanwhile is a placeholder: an absolute one,
+                 * so librdkafka asks nothing that could land after the seek. */
                 later++;
-                start = done >= 0 ? done : RD_KAFKA_OFFSET_BEGINNING;
+                start = 0;
                 rd_kafka_topic_partition_list_add(held, p->topic, p->partition);
             }
             rd_kafka_topic_partition_list_add(take, p->topic, p->partition)->offset = start;
         }
-        rd_kafka_topic_partition_list_destroy(committed);
         ts_log_info("source", "assigned %d partitions (%s), %d of them held while restoring",
                     take->cnt, cooperative ? "cooperative" : "eager", later);
         ts_source_apply(src, rk, take, cooperative, 1);
@@ -189,7 +181,7 @@ static void ts_source_commit_done(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     (void)offsets;
     (void)opaque;
     /* A failed commit is harmless: the runtime's position lives in RocksDB,
-     * and the committed offset is for lag monitoring and fresh instances. */
+     * and the committed offset is for lag monitoring. */
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         ts_log_debug("source", "offset commit: %s", rd_kafka_err2str(err));
 }

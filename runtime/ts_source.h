@@ -26,13 +26,12 @@ typedef struct ts_source ts_source;
 #define TS_SOURCE_LATER (-1001)
 
 typedef struct ts_source_handler {
-    /** A partition was assigned; `committed` is the group's committed offset
-     * (or -1 when there is none). @returns the offset to start from (an
+    /** A partition was assigned. @returns the offset to start from (an
      * offset, or RD_KAFKA_OFFSET_BEGINNING), TS_SOURCE_LATER to hold it
      * (assigned but paused) until the handler calls ts_source_assign (after
-     * restoring state), or
-     * TS_SOURCE_REFUSE (it stays unassigned). */
-    int64_t (*assigned)(void *arg, const char *topic, int32_t partition, int64_t committed);
+     * checking or restoring state), or TS_SOURCE_REFUSE (it stays
+     * unassigned). */
+    int64_t (*assigned)(void *arg, const char *topic, int32_t partition);
     /** A partition was revoked or lost; its records stop arriving. */
     void (*revoked)(void *arg, const char *topic, int32_t partition);
     /** How many revoked partitions still have a batch on its way to the
