@@ -1,10 +1,11 @@
 /* ts_restore.c - a task's state from its changelog partition (see ts_restore.h).
  *
  * Runs as a uv_work_t: the worker thread owns a short-lived assign-only
- * consumer (which also asks the partition's end) and writes RocksDB directly (RocksDB is thread-safe; nothing else
- * touches this task's keys while it restores). The consumer starts at the
- * partition's known low offset (a logical "beginning" costs an offset lookup
- * of ~0.5 s) and takes whatever is queued per call. Records are copied into
+ * consumer (which also asks the partition's end) and writes RocksDB directly
+ * (RocksDB is thread-safe; nothing else touches this task's keys while it
+ * restores). The consumer starts at the partition's known low offset (a
+ * logical "beginning" costs an offset lookup of ~0.5 s) and takes whatever is
+ * queued per call. Records are copied into
  * a chunk (one arena, no allocation per record); a marker completes the batch
  * before it, and once the chunk holds enough complete batches they are sorted
  * by key and written as one plain write batch. The position and pending

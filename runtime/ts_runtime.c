@@ -224,7 +224,8 @@ static void ts_runtime_seek(void *arg, ts_task *task, int64_t offset) {
 static void ts_runtime_commit(void *arg, ts_task *task, int64_t next_offset) {
     ts_runtime *rt = arg;
     if (rt->source && !rt->closing)
-        ts_source_commit(rt->source, ts_task_topic(task), ts_task_partition(task), next_offset);
+        ts_source_store_offset(rt->source, ts_task_topic(task), ts_task_partition(task),
+                               next_offset);
 }
 
 static void ts_runtime_task_failed(void *arg, ts_task *task, ts_err err) {
@@ -804,14 +805,15 @@ static void ts_runtime_publish_status(ts_runtime *rt) {
     json_decref(doc);
 }
 
-/* Commits every task's acknowledged position again. A commit refused during a
- * rebalance is not retried by librdkafka, and a partition with no new input
- * would otherwise keep the stale committed offset (and show as lag) forever. */
+/* Stores every task's acknowledged position again. librdkafka forgets the
+ * stored offset of a partition when it is assigned (again), so a partition
+ * with no new input would otherwise keep a stale committed offset (and show
+ * as lag) forever. */
 static void ts_runtime_recommit(ts_runtime *rt) {
     for (size_t i = 0; rt->source && i < rt->n_tasks; i++) {
         ts_task *task = rt->tasks[i];
         if (!ts_task_revoked(task) && ts_task_acked(task) >= 0)
-            ts_source_commit(rt->source, ts_task_topic(task), ts_task_partition(task),
+            ts_source_store_offset(rt->source, ts_task_topic(task), ts_task_partition(task),
                              ts_task_acked(task));
     }
 }

@@ -287,7 +287,7 @@ ts_err ts_source_create(uv_loop_t *loop, const char *brokers, const json_t *kafk
     /* Defaults first: a user's kafka.config may override the tuning ones. */
     static const char *const defaults[][2] = {
         /* The task stores an offset once its batch is acknowledged
-         * (ts_source_commit); librdkafka commits what is stored, all
+         * (ts_source_store_offset); librdkafka commits what is stored, all
          * partitions in one request, every interval and when partitions are
          * revoked or the consumer closes. Committed offsets serve lag
          * monitoring only (ts_restore.h decides currency from the
@@ -407,7 +407,8 @@ void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int p
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
-void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset) {
+void ts_source_store_offset(ts_source *src, const char *topic, int32_t partition,
+                            int64_t next_offset) {
     rd_kafka_topic_partition_list_t *parts = ts_source_one(topic, partition, next_offset);
     /* Fails only for a partition no longer assigned: its next owner commits. */
     rd_kafka_offsets_store(src->rk, parts);

@@ -69,7 +69,8 @@ void ts_source_pause(ts_source *src, const char *topic, int32_t partition, int p
  * commits the stored offsets of all partitions together within
  * auto.commit.interval.ms (100 ms), and at revocation and close. A commit can
  * fail (e.g. during a rebalance); the next one repairs it. */
-void ts_source_commit(ts_source *src, const char *topic, int32_t partition, int64_t next_offset);
+void ts_source_store_offset(ts_source *src, const char *topic, int32_t partition,
+                            int64_t next_offset);
 /** The partition's end offset as last seen by the fetcher (cached, no round
  * trip). @returns 0 with *high set, or -1 when not known yet. */
 int ts_source_end(ts_source *src, const char *topic, int32_t partition, int64_t *high);
