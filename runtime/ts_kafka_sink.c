@@ -474,7 +474,12 @@ static ts_err ts_kafka_sink_conf(ts_kafka_sink *ks, const char *brokers,
     if (!conf)
         return TS_E_CONFIG;
     static const char *const defaults[][2] = {
-        {"linger.ms", "5"},
+        /* No linger: a task produces its whole flush at once and waits for
+         * the acknowledgement before its next batch, so a linger only delays
+         * every batch (storybook at 10K events/s: batch cycle 7.2 -> 2.7 ms,
+         * event->view p50 9.3 -> 7.4 ms); a large flush still fills message
+         * sets, and flushes of tasks ready together share produce requests. */
+        {"linger.ms", "0"},
         {"compression.type", "lz4"},
         {"statistics.interval.ms", "5000"},
         /* No delivery timeout: librdkafka keeps retrying in order, so a

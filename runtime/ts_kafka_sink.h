@@ -5,10 +5,10 @@
  * flush done when every one of its messages is acknowledged by the brokers
  * (acks=all). Other effect kinds are ignored. A message that fails (after
  * librdkafka's own retries) or does not fit the producer queue is produced
- * again after a backoff, never dropped; order within a key is kept unless a
- * message fails outright after `message.timeout.ms` (default 300 s).
+ * again after a backoff, never dropped; order within a key is kept (the
+ * default `message.timeout.ms` is 0: librdkafka retries without a deadline).
  *
- * Runtime defaults, each overridable through `kafka_config`: linger.ms=5,
+ * Runtime defaults, each overridable through `kafka_config`: linger.ms=0,
  * compression.type=lz4, partitioner=murmur2_random (the Java client's, so the
  * runtime and Java producers put a key in the same partition),
  * statistics.interval.ms=5000 (how the sink learns that brokers are up again).
