@@ -59,30 +59,23 @@ static ts_err cu_row(ts_ctx *ctx, const cu_input *in) {
     return ts_row_done(row);
 }
 
-/* Writes customer:{id}. Written as a string with "version" added here rather
- * than through ts_ctx_view_set_json, whose serializer prints a double with 17
- * digits (0.7 would read 0.69999999999999996); 15 digits print it as 0.7. */
-static ts_err cu_view(ts_ctx *ctx, const ts_event *ev, const cu_input *in) {
+/* Writes customer:{id} (the context adds "version", the event's offset). */
+static ts_err cu_view(ts_ctx *ctx, const cu_input *in) {
     char detected[40], identified[40];
     ts_time_iso(in->detected_at, detected, sizeof(detected));
     ts_time_iso(in->identified_at, identified, sizeof(identified));
-    json_t *view = json_pack("{s:s, s:s, s:s, s:s, s:f, s:s, s:s, s:I}", "customerId",
+    json_t *view = json_pack("{s:s, s:s, s:s, s:s, s:f, s:s, s:s}", "customerId",
                              in->customer_id, "storeId", in->store_id, "beaconId", in->beacon_id,
                              "deviceId", in->device_id, "confidence", in->confidence,
-                             "detectedAt", detected, "identifiedAt", identified, "version",
-                             (json_int_t)ev->offset);
-    char *text = view ? json_dumps(view, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                             JSON_REAL_PRECISION(15))
-                      : NULL;
+                             "detectedAt", detected, "identifiedAt", identified);
     size_t len = strlen("customer:") + strlen(in->customer_id) + 1;
     char *key = malloc(len);
     ts_err err = TS_E_NOMEM;
-    if (text && key) {
+    if (view && key) {
         snprintf(key, len, "customer:%s", in->customer_id);
-        err = ts_ctx_view_set_str(ctx, key, text);
+        err = ts_ctx_view_set_json(ctx, key, view);
     }
     free(key);
-    free(text);
     json_decref(view);
     return err;
 }
@@ -134,7 +127,7 @@ static ts_err cu_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     err = doc ? ts_ctx_put_json(ctx, CU_STORE, in.customer_id, doc) : TS_E_NOMEM;
     json_decref(doc);
     if (err == TS_OK)
-        err = cu_view(ctx, ev, &in);
+        err = cu_view(ctx, &in);
     return err;
 }
 

@@ -165,7 +165,7 @@ static ts_err sb_list_update(ts_ctx *ctx, const char *user_id, const char *book_
                              const json_t *book) {
     ts_err err = TS_E_NOMEM;
     json_t *view = NULL;
-    char *text = NULL, *key = NULL;
+    char *key = NULL;
     json_t *list = ts_ctx_get_json(ctx, SB_STORE_LIST, user_id);
     if (!list && !(list = json_array()))
         return TS_E_NOMEM;
@@ -207,13 +207,11 @@ static ts_err sb_list_update(ts_ctx *ctx, const char *user_id, const char *book_
         sb_iso_field(shown, "createdAt");
         sb_iso_field(shown, "updatedAt");
     }
-    text = json_dumps(view, JSON_COMPACT);
     key = sb_key("storybook:books:", user_id);
-    if (text && key)
-        err = ts_ctx_view_set_str(ctx, key, text);
+    if (key)
+        err = ts_ctx_view_set_json(ctx, key, view); /* an array: no "version" */
 done:
     free(key);
-    free(text);
     json_decref(view);
     json_decref(list);
     return err;
