@@ -70,6 +70,10 @@ struct rd_kafka_s *bench_producer(bench_ctx *b, int linger_ms);
 
 /** Component ceilings: Kafka consume, Avro decode, RocksDB, Redis, PostgreSQL. */
 int bench_components(bench_ctx *b);
+/** Producer -> consumer latency of the Kafka cluster alone at the latency
+ * phase's 1K and 10K events/s (bench_transport.c): the part of event->view
+ * latency spent before the runtime sees an event. */
+int bench_transport(bench_ctx *b);
 /** Restore rate: changelog records/s into RocksDB through ts_restore, and the
  * raw consume ceiling of the same changelog (bench_restore.c). */
 int bench_restore(bench_ctx *b);

@@ -422,7 +422,7 @@ static int bench_postgres(bench_ctx *b) {
 int bench_components(bench_ctx *b) {
     fprintf(stderr, "bench: component ceilings\n");
     if (bench_kafka_consume(b) != 0 || bench_avro_decode(b) != 0 || bench_rocksdb(b) != 0 ||
-        bench_redis(b) != 0 || bench_postgres(b) != 0)
+        bench_redis(b) != 0 || bench_postgres(b) != 0 || bench_transport(b) != 0)
         return -1;
     /* The slowest part, by events it can take per second. */
     const char *slowest = NULL;
