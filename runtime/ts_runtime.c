@@ -117,6 +117,8 @@ struct ts_runtime {
     ts_runtime_restore *restores;
 
     uv_idle_t work;
+    size_t next_run;   /* where ts_runtime_on_work starts */
+    unsigned deciding; /* batches on the pool now (ts_task_host.deciding) */
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
     int handles_ready;
@@ -171,6 +173,17 @@ static int ts_runtime_empty(const char *s) { return !s || !*s; }
 
 /* ---- tasks ------------------------------------------------------------------------ */
 
+/* One large batch decided at a time per core (small ones never wait, see
+ * ts_task.c). The pool has 4 threads (restores and assignment checks, which
+ * mostly wait, need them too); 4 decides on 2 cores only took turns on the
+ * cores, and RocksDB's writers spin while another writes. On the 300k
+ * benchmark stream, 2 cores: +12-15% events/s, 28-32 instead of 34-37 us of
+ * runtime CPU per event. */
+static unsigned ts_runtime_decide_slots(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
 static ts_task *ts_runtime_task_find(const ts_runtime *rt, const char *topic, int32_t partition) {
     for (size_t i = 0; i < rt->n_tasks; i++)
         if (ts_task_partition(rt->tasks[i]) == partition &&
@@ -191,14 +204,19 @@ static ts_runtime_proc *ts_runtime_proc_for(ts_runtime *rt, const char *topic) {
     return NULL;
 }
 
+/* Runs every task that has work, starting one further each time so that
+ * with all decide slots taken no task always comes first. Stops when no task
+ * is ready, or none can start (a decide's end schedules again). */
 static void ts_runtime_on_work(uv_idle_t *idle) {
     ts_runtime *rt = idle->data;
     int more = 0;
-    for (size_t i = 0; i < rt->n_tasks && !rt->stopping; i++) {
-        ts_task_run(rt->tasks[i]);
-        more |= ts_task_ready(rt->tasks[i]);
+    size_t n = rt->n_tasks, first = n ? rt->next_run++ % n : 0;
+    for (size_t k = 0; k < n && !rt->stopping; k++) {
+        ts_task *task = rt->tasks[(first + k) % n];
+        ts_task_run(task);
+        more |= ts_task_ready(task);
     }
-    if (!more || rt->stopping)
+    if (!more || rt->stopping || rt->deciding >= rt->host.max_deciding)
         uv_idle_stop(idle);
 }
 
@@ -1226,6 +1244,8 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .views = &rt->metered[0],
         .instance = rt->instance,
         .owner_seq = &rt->owner_seq,
+        .deciding = &rt->deciding,
+        .max_deciding = ts_runtime_decide_slots(),
         .arg = rt,
     };
     if (rc == TS_OK)

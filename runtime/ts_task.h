@@ -64,6 +64,12 @@ typedef struct ts_task_host {
     ts_sink *views; /* the view sink (one of `sinks`), for rebuilds */
     const char *instance;  /* names the owner of the tasks' batches */
     unsigned *owner_seq;   /* numbers each task's holding of its partition */
+    /* Batches being decided on the pool now, shared by the host's tasks, and
+     * how many large ones may start while that many are (0: no limit; small
+     * batches never wait). A task that finds no slot keeps its records; it is
+     * scheduled again when a decide ends. */
+    unsigned *deciding;
+    unsigned max_deciding;
     void *arg;
 } ts_task_host;
 
