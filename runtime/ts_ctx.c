@@ -517,7 +517,8 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
     /* Lent rather than copied where a failed event can be undone: the
      * event's own writes are dropped with it, and an entry with its text can
      * parse it again. A write of an earlier event of the batch has no text
-     * yet: that one is copied. */
+     * yet: that one is copied, and so is any write while a deferred view may
+     * share its parts (see the top of the file). */
     if (e->in_event && !ts_ctx_event_deferred(ctx))
         return json_incref(e->doc);
     if (e->in_event || e->unsynced || (e->dirty && ctx->n_views)) {
