@@ -52,6 +52,8 @@ typedef struct bench_ctx {
 
 /** Monotonic seconds. */
 double bench_now(void);
+/** Monotonic nanoseconds (the same clock). */
+int64_t bench_now_ns(void);
 /** Forks `tastesync run <topo>` pointed at the run's servers by environment,
  * with its own state folder, log and group (and a static instance id when
  * `instance` is not NULL); it dies with the benchmark. @returns its pid, or -1. */

@@ -31,6 +31,12 @@ double bench_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+int64_t bench_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 pid_t bench_spawn_runtime(const bench_ctx *b, const char *topo, const char *group,
                           const char *state, const char *log, const char *instance) {
     ts_testenv_runtime rt = {

@@ -309,12 +309,6 @@ typedef struct bench_lat {
     atomic_size_t count;
 } bench_lat;
 
-static int64_t bench_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 #define BENCH_LAT_PREFIX "__keyspace@0__:storybook:book:lat-"
 
 static void *bench_lat_thread(void *arg) {

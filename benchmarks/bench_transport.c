@@ -33,12 +33,6 @@ typedef struct bench_tr {
     atomic_int stop;
 } bench_tr;
 
-static int64_t bench_tr_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Value: sequence number, then the send time (ns), then padding. */
 static void *bench_tr_consume(void *arg) {
     bench_tr *tr = arg;
@@ -47,7 +41,7 @@ static void *bench_tr_consume(void *arg) {
         if (!m)
             continue;
         if (!m->err && m->len >= 16) {
-            int64_t now = bench_tr_now_ns(), seq, sent;
+            int64_t now = bench_now_ns(), seq, sent;
             memcpy(&seq, m->payload, 8);
             memcpy(&sent, (const char *)m->payload + 8, 8);
             if (seq >= 0 && (size_t)seq < tr->n) {
@@ -95,7 +89,7 @@ static void bench_tr_produce(rd_kafka_t *prod, size_t base, size_t n, double rat
             struct timespec ts = {0, (long)(wait * 1e9)};
             nanosleep(&ts, NULL);
         }
-        int64_t seq = (int64_t)(base + k), sent = bench_tr_now_ns();
+        int64_t seq = (int64_t)(base + k), sent = bench_now_ns();
         memcpy(val, &seq, 8);
         memcpy(val + 8, &sent, 8);
         int klen = snprintf(key, sizeof(key), "u%zu", base + k);
