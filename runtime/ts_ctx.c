@@ -320,7 +320,6 @@ size_t ts_ctx_writes_count(const ts_ctx *ctx) { return ctx->dirty_count; }
 
 void ts_ctx_writes_clear(ts_ctx *ctx) {
     ts_ctx_views_drop(ctx, 0);
-    ctx->event_views = 0;
     ts_ctx_map_clear(&ctx->batch);
     ctx->dirty_count = 0;
     ctx->clean_count = ctx->clean_bytes = 0;
@@ -640,7 +639,6 @@ ts_err ts_ctx_views_resolve(ts_ctx *ctx) {
         free(text);
     }
     ts_ctx_views_drop(ctx, 0);
-    ctx->event_views = 0;
     return err;
 }
 

@@ -216,7 +216,8 @@ static void ts_runtime_on_work(uv_idle_t *idle) {
         ts_task_run(task);
         more |= ts_task_ready(task);
     }
-    if (!more || rt->stopping || rt->deciding >= rt->host.max_deciding)
+    if (!more || rt->stopping ||
+        (rt->host.max_deciding && rt->deciding >= rt->host.max_deciding))
         uv_idle_stop(idle);
 }
 

@@ -1055,8 +1055,11 @@ static void ts_task_decided(uv_work_t *req, int status) {
     ts_task *task = req->data;
     (void)status; /* work is never cancelled */
     if (task->host->deciding) {
+        /* A task waits for a slot only while all were taken. */
+        int full = *task->host->deciding >= task->host->max_deciding;
         (*task->host->deciding)--;
-        task->host->schedule(task->host->arg, task); /* a task may wait for the slot */
+        if (full)
+            task->host->schedule(task->host->arg, task);
     }
     task->stats.events = task->batch_done;
     if (task->batch_rc != TS_OK) {
