@@ -31,6 +31,11 @@
  *  - a document the batch wrote is never lent while views are deferred (a
  *    deep copy, as for one not yet serialized), nor, within the event that
  *    deferred a view, one the event itself wrote.
+ *
+ * A view render (ts_ctx_view_render) goes further: the event only names the
+ * render, and the view is built once per batch from the final state when the
+ * views are resolved. No document is kept, so nothing is copied for it; the
+ * render itself reads the state by reference, as nothing changes it then.
  */
 #include "ts_ctx.h"
 
@@ -43,6 +48,7 @@
 #include <uthash.h>
 
 #include "ts_log.h"
+#include "ts_renders.h"
 
 /* 15 significant digits print 0.7 as 0.7 (17 would print 0.69999999999999996)
  * and still round-trip every value a processor computes in practice. */
@@ -112,6 +118,9 @@ struct ts_ctx {
     ts_ctx_view *views; /* deferred view sets of the batch, in effect order */
     size_t n_views, views_cap;
     size_t event_views; /* n_views when the current event began */
+    ts_renders *renders;    /* asked for by the batch, run when views are resolved */
+    int rendering;          /* in a render: views only, state read-only */
+    int64_t render_version; /* the offset the running render writes as "version" */
     char reason[512];
 
     char *keybuf; /* scratch for store\x1fkey */
@@ -131,6 +140,11 @@ ts_ctx *ts_ctx_create(const ts_state_backend *backend, ts_effects *effs,
     ctx->encoder_for = encoder_for;
     ctx->encoder_arg = encoder_arg;
     ctx->row.ctx = ctx;
+    ctx->renders = ts_renders_create();
+    if (!ctx->renders) {
+        free(ctx);
+        return NULL;
+    }
     return ctx;
 }
 
@@ -170,6 +184,7 @@ void ts_ctx_destroy(ts_ctx *ctx) {
         return;
     ts_ctx_views_drop(ctx, 0);
     free(ctx->views);
+    ts_renders_destroy(ctx->renders);
     ts_ctx_map_clear(&ctx->batch);
     ts_ctx_map_clear(&ctx->event);
     ts_ctx_row_reset(&ctx->row);
@@ -274,6 +289,7 @@ ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
     if (ctx->state_failed)
         result = TS_E_STATE;
     ts_ctx_loans_end(ctx, result != TS_OK);
+    ts_renders_event_end(ctx->renders, result != TS_OK);
     if (result == TS_OK) {
         ts_ctx_event_merge(ctx);
     } else {
@@ -320,6 +336,7 @@ size_t ts_ctx_writes_count(const ts_ctx *ctx) { return ctx->dirty_count; }
 
 void ts_ctx_writes_clear(ts_ctx *ctx) {
     ts_ctx_views_drop(ctx, 0);
+    ts_renders_clear(ctx->renders);
     ts_ctx_map_clear(&ctx->batch);
     ctx->dirty_count = 0;
     ctx->clean_count = ctx->clean_bytes = 0;
@@ -355,6 +372,17 @@ void ts_ctx_writes_done(ts_ctx *ctx) {
             break;
         ts_ctx_forget(ctx, e);
     }
+}
+
+/* A render only reads the state and sets views (ts_processor.h): anything else
+ * it tries is a processor bug, which stops the task. */
+static int ts_ctx_render_refuses(ts_ctx *ctx, const char *what) {
+    if (!ctx->rendering)
+        return 0;
+    ts_log_error("ctx", "a view render tried to %s (renders only read state and set views)",
+                 what);
+    ctx->state_failed = 1;
+    return 1;
 }
 
 /* ---- state -------------------------------------------------------------------- */
@@ -479,6 +507,8 @@ static void ts_ctx_event_put(ts_ctx *ctx, ts_ctx_entry *e) {
 
 static ts_err ts_ctx_write(ts_ctx *ctx, const char *store, const char *key, const void *val,
                            size_t vlen) {
+    if (ts_ctx_render_refuses(ctx, "write state"))
+        return TS_E_INVALID;
     size_t klen = ts_ctx_key(ctx, store, key);
     ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, val, vlen, 1) : NULL;
     if (!e) {
@@ -513,6 +543,10 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
             return NULL;
         }
     }
+    /* A render only reads, and runs after the batch's last event: nothing
+     * can change the document while it holds it. */
+    if (ctx->rendering)
+        return json_incref(e->doc);
     /* Lent rather than copied where a failed event can be undone: the
      * event's own writes are dropped with it, and an entry with its text can
      * parse it again. A write of an earlier event of the batch has no text
@@ -544,6 +578,8 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
 }
 
 ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc) {
+    if (ts_ctx_render_refuses(ctx, "write state"))
+        return TS_E_INVALID;
     size_t klen = ts_ctx_key(ctx, store, key);
     ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, NULL, 0, 1) : NULL;
     if (!e) {
@@ -562,6 +598,9 @@ ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const js
 
 static ts_err ts_ctx_effect(ts_ctx *ctx, ts_effect_kind kind, const char *a, const char *b,
                             double num) {
+    if (kind != TS_EFF_VIEW_SET && kind != TS_EFF_VIEW_DEL &&
+        ts_ctx_render_refuses(ctx, "change a sorted set"))
+        return TS_E_INVALID;
     ts_bytes ba = ts_bytes_str(a), bb = ts_bytes_str(b);
     ts_err err = ts_effects_add(ctx->effs, kind, &ba, b ? &bb : NULL, NULL, NULL, num);
     if (err != TS_OK)
@@ -598,9 +637,19 @@ static char *ts_ctx_dump_versioned(json_t *doc, int64_t version) {
     return grown;
 }
 
+/* The "version" of a JSON view set now: the current event's offset, or the
+ * running render's, or -1 (setup: no event). */
+static int64_t ts_ctx_version(const ts_ctx *ctx) {
+    if (ctx->rendering)
+        return ctx->render_version;
+    return ctx->ev ? ctx->ev->offset : -1;
+}
+
 ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
-    int64_t version = ctx->ev ? ctx->ev->offset : -1;
-    if (ctx->defer_views) {
+    int64_t version = ts_ctx_version(ctx);
+    /* A render's document shares parts with the state: it is serialized at
+     * once, as the batch's views are being resolved anyway. */
+    if (ctx->defer_views && !ctx->rendering) {
         if (ctx->n_views == ctx->views_cap) {
             size_t cap = ctx->views_cap ? ctx->views_cap * 2 : 64;
             ts_ctx_view *grown = realloc(ctx->views, cap * sizeof(*grown));
@@ -627,8 +676,31 @@ ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
     return err;
 }
 
+static ts_err ts_ctx_render_run(void *arg, ts_ctx_render_fn render, const char *id,
+                                int64_t version) {
+    ts_ctx *ctx = arg;
+    ctx->rendering = 1;
+    ctx->render_version = version;
+    ts_err err = render(ctx, id);
+    ctx->rendering = 0;
+    return ctx->state_failed ? TS_E_STATE : err;
+}
+
+ts_err ts_ctx_view_render(ts_ctx *ctx, ts_ctx_render_fn render, const char *id) {
+    if (ts_ctx_render_refuses(ctx, "ask for a render"))
+        return TS_E_INVALID;
+    int64_t version = ts_ctx_version(ctx);
+    if (!ctx->defer_views)
+        return ts_ctx_render_run(ctx, render, id, version);
+    ts_err err = ts_renders_add(ctx->renders, render, id, version);
+    if (err != TS_OK)
+        ctx->state_failed = 1;
+    return err;
+}
+
 ts_err ts_ctx_views_resolve(ts_ctx *ctx) {
-    ts_err err = TS_OK;
+    /* Renders first: a deferred view set is never for a key a render writes. */
+    ts_err err = ts_renders_run(ctx->renders, ts_ctx_render_run, ctx);
     for (size_t i = 0; i < ctx->n_views && err == TS_OK; i++) {
         const ts_ctx_view *v = &ctx->views[i];
         if (ts_effects_at(ctx->effs, v->effect)->dead)
@@ -665,6 +737,8 @@ ts_err ts_ctx_zset_rem_below(ts_ctx *ctx, const char *key, double min_score) {
 static ts_row *ts_ctx_row_start(ts_ctx *ctx, ts_effect_kind kind, const char *table) {
     ts_row *row = &ctx->row;
     ts_ctx_row_reset(row);
+    if (ts_ctx_render_refuses(ctx, "write a row"))
+        return row; /* ts_row_done fails: no table */
     row->kind = kind;
     row->table = strdup(table);
     if (!row->table)
@@ -827,6 +901,8 @@ ts_err ts_row_done(ts_row *row) {
 }
 
 avro_value_t *ts_ctx_event_new(ts_ctx *ctx, const char *topic, const char *record_name) {
+    if (ts_ctx_render_refuses(ctx, "emit an event"))
+        return NULL;
     ts_encoder *enc = ctx->encoder_for ? ctx->encoder_for(ctx->encoder_arg, topic) : NULL;
     if (!enc) {
         ts_log_error("ctx", "topic %s is not an output of this processor", topic);

@@ -124,6 +124,19 @@ ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc);
 ts_err ts_ctx_view_set_str(ts_ctx *ctx, const char *key, const char *value);
 /** Deletes view `key` (of any type). */
 ts_err ts_ctx_view_del(ts_ctx *ctx, const char *key);
+/** A view render: writes the views that show the state under `id` (e.g. one
+ * book's detail view), from the state as it is, with ts_ctx_view_set_json,
+ * ts_ctx_view_set_str and ts_ctx_view_del only. It only reads the state: the
+ * documents it gets from ts_ctx_get_json are the context's own and must not
+ * change. An absent state usually means deleting the view. */
+typedef ts_err (*ts_ctx_render_fn)(ts_ctx *ctx, const char *id);
+/** Asks for `render`(`id`) once the batch's last event has ended, instead of
+ * writing the views now: however many events of a batch change what they
+ * show, they are built once, from the batch's final state (a JSON view's
+ * "version" is the offset of the last event that asked). A rejected event's
+ * asks are undone. Without deferred views (ts_ctx_defer_views) it renders at
+ * once. A view key is written either by renders or directly, never both. */
+ts_err ts_ctx_view_render(ts_ctx *ctx, ts_ctx_render_fn render, const char *id);
 /** Adds or moves `member` in sorted set `key` with `score`. */
 ts_err ts_ctx_zset_add(ts_ctx *ctx, const char *key, const char *member, double score);
 /** Removes `member` from sorted set `key`. */

@@ -72,7 +72,11 @@ static char *st_key(const char *store_id, const char *suffix) {
     return key;
 }
 
-static ts_err st_traffic_view(ts_ctx *ctx, const char *store_id, const json_t *doc) {
+/* Writes store:{id}:traffic from the stored counts (a render: once per batch). */
+static ts_err st_traffic_render(ts_ctx *ctx, const char *store_id) {
+    json_t *doc = ts_ctx_get_json(ctx, ST_STORE, store_id);
+    if (!doc) /* stores are never deleted; a state failure stops the task */
+        return TS_OK;
     char day[40];
     ts_time_iso(st_ms(doc, "day"), day, sizeof(day));
     day[10] = '\0'; /* "YYYY-MM-DD" */
@@ -83,6 +87,7 @@ static ts_err st_traffic_view(ts_ctx *ctx, const char *store_id, const json_t *d
     ts_err err = view && key ? ts_ctx_view_set_json(ctx, key, view) : TS_E_NOMEM;
     free(key);
     json_decref(view);
+    json_decref(doc);
     return err;
 }
 
@@ -171,7 +176,7 @@ static ts_err st_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     if (err == TS_OK)
         err = ts_ctx_put_json(ctx, ST_STORE, store_id, doc);
     if (err == TS_OK && counted)
-        err = st_traffic_view(ctx, store_id, doc);
+        err = ts_ctx_view_render(ctx, st_traffic_render, store_id);
     json_decref(doc);
     return err;
 }

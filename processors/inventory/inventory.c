@@ -187,6 +187,35 @@ static ts_err inv_alerts(ts_ctx *ctx, json_t *product, const char *input_event_i
 
 /* ---- effects from state --------------------------------------------------------- */
 
+/* Writes stock:{id} and product:{id} from the stored product (a render: once
+ * per batch, however many events of the batch changed the product). */
+static ts_err inv_product_render(ts_ctx *ctx, const char *id) {
+    json_t *product = ts_ctx_get_json(ctx, INV_STORE_PRODUCT, id);
+    if (!product) /* products are never deleted; a state failure stops the task */
+        return TS_OK;
+    char num[24], iso_c[40], iso_u[40];
+    int64_t stock = inv_int(product, "stock");
+    snprintf(num, sizeof(num), "%lld", (long long)stock);
+    char *key = inv_key("stock:", id);
+    ts_err err = key ? ts_ctx_view_set_str(ctx, key, num) : TS_E_NOMEM;
+    free(key);
+
+    ts_time_iso(inv_int(product, "createdAt"), iso_c, sizeof(iso_c));
+    ts_time_iso(inv_int(product, "updatedAt"), iso_u, sizeof(iso_u));
+    json_t *view = json_pack("{s:s, s:O, s:O, s:I, s:I, s:s, s:s}", "id", id, "name",
+                             json_object_get(product, "name"), "description",
+                             json_object_get(product, "description"), "price",
+                             (json_int_t)inv_int(product, "price"), "currentStock",
+                             (json_int_t)stock, "createdAt", iso_c, "updatedAt", iso_u);
+    key = inv_key("product:", id);
+    if (err == TS_OK)
+        err = view && key ? ts_ctx_view_set_json(ctx, key, view) : TS_E_NOMEM;
+    free(key);
+    json_decref(view);
+    json_decref(product);
+    return err;
+}
+
 /* Stores `product` and rewrites its views and its row. Checks the invariants
  * first: they can only break through a bug here, and a bug must stop the task
  * rather than publish a wrong stock. */
@@ -200,28 +229,8 @@ static ts_err inv_product_save(ts_ctx *ctx, const json_t *product) {
         return TS_E_STATE;
     }
     ts_err err = ts_ctx_put_json(ctx, INV_STORE_PRODUCT, id, product);
-    if (err != TS_OK)
-        return err;
-
-    char num[24], iso_c[40], iso_u[40];
-    snprintf(num, sizeof(num), "%lld", (long long)stock);
-    char *key = inv_key("stock:", id);
-    err = key ? ts_ctx_view_set_str(ctx, key, num) : TS_E_NOMEM;
-    free(key);
-    if (err != TS_OK)
-        return err;
-
-    ts_time_iso(inv_int(product, "createdAt"), iso_c, sizeof(iso_c));
-    ts_time_iso(inv_int(product, "updatedAt"), iso_u, sizeof(iso_u));
-    json_t *view = json_pack("{s:s, s:O, s:O, s:I, s:I, s:s, s:s}", "id", id, "name",
-                             json_object_get(product, "name"), "description",
-                             json_object_get(product, "description"), "price",
-                             (json_int_t)inv_int(product, "price"), "currentStock",
-                             (json_int_t)stock, "createdAt", iso_c, "updatedAt", iso_u);
-    key = inv_key("product:", id);
-    err = view && key ? ts_ctx_view_set_json(ctx, key, view) : TS_E_NOMEM;
-    free(key);
-    json_decref(view);
+    if (err == TS_OK)
+        err = ts_ctx_view_render(ctx, inv_product_render, id);
     if (err != TS_OK)
         return err;
 

@@ -15,9 +15,11 @@
  *
  * Each event is validated completely before anything is written (a rejected
  * event is undone by the context, but half-done work would be a trap for the
- * next reader of this code). Then the state is updated and the affected views
- * and rows are rewritten whole from the new state, which makes every effect
- * idempotent: replaying an event yields the same views and rows.
+ * next reader of this code). Then the state is updated, the affected rows are
+ * rewritten whole from the new state and the affected views are asked for
+ * (ts_ctx_view_render: built whole from the state once the batch's last event
+ * has ended), which makes every effect idempotent: replaying an event yields
+ * the same views and rows.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,8 +95,18 @@ static long sb_page_find(const json_t *pages, int64_t page_no) {
 
 /* ---- effects from state --------------------------------------------------------- */
 
-/* Writes the detail view of `book` (the state document, not consumed). */
-static ts_err sb_book_view(ts_ctx *ctx, const json_t *book) {
+/* Writes the detail view of book `book_id` from the stored book, or deletes it
+ * when the book is gone (a render: once per batch). */
+static ts_err sb_book_render(ts_ctx *ctx, const char *book_id) {
+    char *key = sb_key("storybook:book:", book_id);
+    if (!key)
+        return TS_E_NOMEM;
+    json_t *book = ts_ctx_get_json(ctx, SB_STORE_BOOK, book_id);
+    if (!book) {
+        ts_err err = ts_ctx_view_del(ctx, key);
+        free(key);
+        return err;
+    }
     json_t *view = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:I, s:I}", "id",
                              json_object_get(book, "id"), "userId",
                              json_object_get(book, "userId"), "title",
@@ -103,14 +115,15 @@ static ts_err sb_book_view(ts_ctx *ctx, const json_t *book) {
                              json_object_get(book, "pages"), "createdAt",
                              (json_int_t)sb_ms(book, "createdAt"), "updatedAt",
                              (json_int_t)sb_ms(book, "updatedAt"));
-    if (!view)
-        return TS_E_NOMEM;
-    sb_iso_field(view, "createdAt");
-    sb_iso_field(view, "updatedAt");
-    char *key = sb_key("storybook:book:", sb_strf(book, "id"));
-    ts_err err = key ? ts_ctx_view_set_json(ctx, key, view) : TS_E_NOMEM;
+    ts_err err = TS_E_NOMEM;
+    if (view) {
+        sb_iso_field(view, "createdAt");
+        sb_iso_field(view, "updatedAt");
+        err = ts_ctx_view_set_json(ctx, key, view);
+    }
     free(key);
     json_decref(view);
+    json_decref(book);
     return err;
 }
 
@@ -159,13 +172,38 @@ static int sb_summary_before(const json_t *a, const json_t *b) {
     return strcmp(sb_strf(a, "id"), sb_strf(b, "id")) < 0;
 }
 
+/* Writes the list view of `user_id` from the stored summaries (a render:
+ * once per batch, however many of the user's books the batch changed). */
+static ts_err sb_list_render(ts_ctx *ctx, const char *user_id) {
+    ts_err err = TS_E_NOMEM;
+    json_t *list = ts_ctx_get_json(ctx, SB_STORE_LIST, user_id);
+    json_t *view = json_array();
+    char *key = sb_key("storybook:books:", user_id);
+    if (!view || !key)
+        goto done;
+    /* The view's entries are shallow copies (only the two times differ from
+     * the state's entries), not a deep copy of the whole list. */
+    size_t i;
+    json_t *entry;
+    json_array_foreach(list, i, entry) {
+        json_t *shown = json_copy(entry);
+        if (!shown || json_array_append_new(view, shown) != 0)
+            goto done;
+        sb_iso_field(shown, "createdAt");
+        sb_iso_field(shown, "updatedAt");
+    }
+    err = ts_ctx_view_set_json(ctx, key, view); /* an array: no "version" */
+done:
+    free(key);
+    json_decref(view);
+    json_decref(list);
+    return err;
+}
+
 /* Replaces (or, with `book` NULL, removes) the entry of `book_id` in the list of
- * `user_id`, stores the list and writes the list view. */
+ * `user_id`, stores the list and asks for the list view. */
 static ts_err sb_list_update(ts_ctx *ctx, const char *user_id, const char *book_id,
                              const json_t *book) {
-    ts_err err = TS_E_NOMEM;
-    json_t *view = NULL;
-    char *key = NULL;
     json_t *list = ts_ctx_get_json(ctx, SB_STORE_LIST, user_id);
     if (!list && !(list = json_array()))
         return TS_E_NOMEM;
@@ -176,43 +214,23 @@ static ts_err sb_list_update(ts_ctx *ctx, const char *user_id, const char *book_
             break;
         }
     }
+    ts_err err = TS_E_NOMEM;
     if (book) {
         json_t *entry = sb_summary(book);
-        if (!entry)
-            goto done;
         size_t at = 0;
-        while (at < json_array_size(list) && !sb_summary_before(entry, json_array_get(list, at)))
+        while (entry && at < json_array_size(list) &&
+               !sb_summary_before(entry, json_array_get(list, at)))
             at++;
-        if (json_array_insert_new(list, at, entry) != 0)
+        if (!entry || json_array_insert_new(list, at, entry) != 0)
             goto done;
     }
-
-    /* An empty list is not kept: a user without books has no state. */
+    /* An empty list is not kept: a user without books has no state (and an
+     * empty list view). */
     err = json_array_size(list) ? ts_ctx_put_json(ctx, SB_STORE_LIST, user_id, list)
                                 : ts_ctx_del(ctx, SB_STORE_LIST, user_id);
-    if (err != TS_OK)
-        goto done;
-
-    /* The view's entries are shallow copies (only the two times differ from
-     * the state's entries), not a deep copy of the whole list. */
-    err = TS_E_NOMEM;
-    if (!(view = json_array()))
-        goto done;
-    size_t i;
-    json_t *entry;
-    json_array_foreach(list, i, entry) {
-        json_t *shown = json_copy(entry);
-        if (!shown || json_array_append_new(view, shown) != 0)
-            goto done;
-        sb_iso_field(shown, "createdAt");
-        sb_iso_field(shown, "updatedAt");
-    }
-    key = sb_key("storybook:books:", user_id);
-    if (key)
-        err = ts_ctx_view_set_json(ctx, key, view); /* an array: no "version" */
+    if (err == TS_OK)
+        err = ts_ctx_view_render(ctx, sb_list_render, user_id);
 done:
-    free(key);
-    json_decref(view);
     json_decref(list);
     return err;
 }
@@ -221,7 +239,7 @@ done:
 static ts_err sb_book_save(ts_ctx *ctx, const json_t *book) {
     ts_err err = ts_ctx_put_json(ctx, SB_STORE_BOOK, sb_strf(book, "id"), book);
     if (err == TS_OK)
-        err = sb_book_view(ctx, book);
+        err = ts_ctx_view_render(ctx, sb_book_render, sb_strf(book, "id"));
     if (err == TS_OK)
         err = sb_list_update(ctx, sb_strf(book, "userId"), sb_strf(book, "id"), book);
     if (err == TS_OK)
@@ -264,10 +282,8 @@ static ts_err sb_book_updated(ts_ctx *ctx, const ts_event *ev, const sb_input *i
 
 static ts_err sb_book_deleted(ts_ctx *ctx, const sb_input *in, json_t *book) {
     ts_err err = ts_ctx_del(ctx, SB_STORE_BOOK, in->book_id);
-    char *key = sb_key("storybook:book:", in->book_id);
-    if (err == TS_OK)
-        err = key ? ts_ctx_view_del(ctx, key) : TS_E_NOMEM;
-    free(key);
+    if (err == TS_OK) /* the render deletes the view of a book not stored */
+        err = ts_ctx_view_render(ctx, sb_book_render, in->book_id);
     if (err == TS_OK)
         err = sb_list_update(ctx, in->user_id, in->book_id, NULL);
     if (err == TS_OK)

@@ -247,27 +247,44 @@ static json_t *us_prefs_doc(const json_t *user) {
                      json_object_get(prefs, "taste"), "updatedAt", us_iso(prefs, "updatedAt"));
 }
 
-/* Sets view `prefix``user_id` to `doc` (consumed). */
-static ts_err us_view_set(ts_ctx *ctx, const char *prefix, const char *user_id, json_t *doc) {
+/* Writes view `prefix``user_id` as `make` shows the stored user, or deletes it
+ * when the user is gone. Each view has its own render (below), so a view's
+ * "version" is the offset of the last event that changed what it shows. */
+static ts_err us_render(ts_ctx *ctx, const char *prefix, const char *user_id,
+                        json_t *(*make)(const json_t *user)) {
     char *key = us_key(prefix, user_id);
-    ts_err err = key && doc ? ts_ctx_view_set_json(ctx, key, doc) : TS_E_NOMEM;
+    if (!key)
+        return TS_E_NOMEM;
+    json_t *user = ts_ctx_get_json(ctx, US_STORE, user_id);
+    ts_err err;
+    if (!user) {
+        err = ts_ctx_view_del(ctx, key);
+    } else {
+        json_t *doc = make(user);
+        err = doc ? ts_ctx_view_set_json(ctx, key, doc) : TS_E_NOMEM;
+        json_decref(doc);
+        json_decref(user);
+    }
     free(key);
-    json_decref(doc);
     return err;
 }
 
-static ts_err us_view_del(ts_ctx *ctx, const char *prefix, const char *user_id) {
-    char *key = us_key(prefix, user_id);
-    ts_err err = key ? ts_ctx_view_del(ctx, key) : TS_E_NOMEM;
-    free(key);
-    return err;
+/* user:info:{id}: {profile: {...}, preferences: {...}, version}. */
+static json_t *us_info_doc(const json_t *user) {
+    return json_pack("{s:o?, s:o?}", "profile", us_profile_doc(user), "preferences",
+                     us_prefs_doc(user));
 }
 
-/* Writes user:info:{id}: {profile: {...}, preferences: {...}, version}. */
-static ts_err us_info_view(ts_ctx *ctx, const json_t *user) {
-    json_t *doc = json_pack("{s:o?, s:o?}", "profile", us_profile_doc(user), "preferences",
-                            us_prefs_doc(user));
-    return us_view_set(ctx, "user:info:", us_strf(user, "id"), doc);
+static ts_err us_profile_render(ts_ctx *ctx, const char *user_id) {
+    return us_render(ctx, "user:profile:", user_id, us_profile_doc);
+}
+
+static ts_err us_prefs_render(ts_ctx *ctx, const char *user_id) {
+    return us_render(ctx, "user:preferences:", user_id, us_prefs_doc);
+}
+
+static ts_err us_info_render(ts_ctx *ctx, const char *user_id) {
+    return us_render(ctx, "user:info:", user_id, us_info_doc);
 }
 
 /* Upserts the whole `users` row of `user`; deleted_at < 0 means not deleted. */
@@ -310,15 +327,15 @@ static ts_err us_save(ts_ctx *ctx, const json_t *user, int what) {
     const char *id = us_strf(user, "id");
     ts_err err = ts_ctx_put_json(ctx, US_STORE, id, user);
     if (err == TS_OK && (what & US_PROFILE))
-        err = us_view_set(ctx, "user:profile:", id, us_profile_doc(user));
+        err = ts_ctx_view_render(ctx, us_profile_render, id);
     if (err == TS_OK && (what & US_PROFILE))
         err = us_users_row(ctx, user, -1);
     if (err == TS_OK && (what & US_PREFS))
-        err = us_view_set(ctx, "user:preferences:", id, us_prefs_doc(user));
+        err = ts_ctx_view_render(ctx, us_prefs_render, id);
     if (err == TS_OK && (what & US_PREFS))
         err = us_prefs_row(ctx, user);
     if (err == TS_OK)
-        err = us_info_view(ctx, user);
+        err = ts_ctx_view_render(ctx, us_info_render, id);
     return err;
 }
 
@@ -569,12 +586,13 @@ done:
 
 static ts_err us_deleted(ts_ctx *ctx, const json_t *user, const char *user_id, int64_t at) {
     ts_err err = ts_ctx_del(ctx, US_STORE, user_id);
+    /* The renders delete the views of a user not stored. */
     if (err == TS_OK)
-        err = us_view_del(ctx, "user:profile:", user_id);
+        err = ts_ctx_view_render(ctx, us_profile_render, user_id);
     if (err == TS_OK)
-        err = us_view_del(ctx, "user:preferences:", user_id);
+        err = ts_ctx_view_render(ctx, us_prefs_render, user_id);
     if (err == TS_OK)
-        err = us_view_del(ctx, "user:info:", user_id);
+        err = ts_ctx_view_render(ctx, us_info_render, user_id);
     if (err == TS_OK)
         err = us_users_row(ctx, user, at);
     if (err == TS_OK) {

@@ -498,8 +498,9 @@ static void ts_driver_batch_open(ts_driver *d) {
 
 static ts_err ts_driver_apply(ts_driver *d) {
     ts_err result = TS_OK;
-    if (ts_ctx_views_resolve(d->ctx) != TS_OK)
-        return TS_E_NOMEM;
+    ts_err resolved = ts_ctx_views_resolve(d->ctx);
+    if (resolved != TS_OK)
+        return resolved;
     if (ts_ctx_writes_foreach(d->ctx, ts_driver_state_write, d) != TS_OK)
         return TS_E_NOMEM;
     ts_ctx_writes_done(d->ctx);

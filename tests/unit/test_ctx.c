@@ -1,6 +1,7 @@
 /* test_ctx.c - the processor context's state: overlays, rejection, and the
  * cache of hot keys that outlives a batch (ts_ctx.c). */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -386,4 +387,107 @@ Test(ctx, a_deferred_view_is_not_changed_when_its_event_rewrites_what_it_wrote) 
     cr_assert_str_eq(live_view("v1"), "{\"tags\":[\"a\"],\"version\":1}");
     commit_batch();
     cr_assert_str_eq(store.vals[0], "{\"tags\":[\"a\",\"b\"]}");
+}
+
+/* ---- view renders ------------------------------------------------------------- */
+
+static int renders_run; /* calls of the renders below */
+
+/* Shows s/{id} as view "r:{id}" ({"n": ...}), or deletes it when absent. */
+static ts_err render_n(ts_ctx *c, const char *id) {
+    renders_run++;
+    char key[64];
+    snprintf(key, sizeof(key), "r:%s", id);
+    json_t *doc = ts_ctx_get_json(c, "s", id);
+    if (!doc)
+        return ts_ctx_view_del(c, key);
+    json_t *view = json_pack("{s:O}", "n", json_object_get(doc, "n"));
+    ts_err err = ts_ctx_view_set_json(c, key, view);
+    json_decref(view);
+    json_decref(doc);
+    return err;
+}
+
+/* A render that breaks the rule: it writes state. */
+static ts_err render_writing(ts_ctx *c, const char *id) {
+    return ts_ctx_put(c, "s", id, "x", 1);
+}
+
+/* An event at `offset` that stores {"n": n} under s/{id} (deletes it when
+ * n < 0), asks for render_n(id) and ends with `result`. */
+static void store_and_render(int64_t offset, const char *id, int n, ts_err result) {
+    ts_event at = {.type = "T", .topic = "t", .offset = offset};
+    ts_ctx_event_begin(ctx, &at);
+    if (n >= 0) {
+        json_t *doc = json_pack("{s:i}", "n", n);
+        cr_assert_eq(ts_ctx_put_json(ctx, "s", id, doc), TS_OK);
+        json_decref(doc);
+    } else {
+        cr_assert_eq(ts_ctx_del(ctx, "s", id), TS_OK);
+    }
+    cr_assert_eq(ts_ctx_view_render(ctx, render_n, id), TS_OK);
+    ts_ctx_event_end(ctx, result, NULL);
+}
+
+static int live_del(const char *key) {
+    for (size_t i = 0; i < ts_effects_count(effs); i++) {
+        const ts_effect *e = ts_effects_at(effs, i);
+        if (!e->dead && e->kind == TS_EFF_VIEW_DEL && strcmp(e->a.data, key) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+Test(ctx, a_render_runs_once_per_batch_from_the_final_state) {
+    renders_run = 0;
+    ts_ctx_defer_views(ctx);
+    store_and_render(1, "a", 1, TS_OK);
+    store_and_render(2, "b", 2, TS_OK);
+    store_and_render(3, "a", 3, TS_OK);
+    cr_assert_eq(renders_run, 0, "nothing is rendered before the batch ends");
+    cr_assert_null(live_view("r:a"));
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_eq(renders_run, 2, "one render per (render, id), not per event");
+    cr_assert_str_eq(live_view("r:a"), "{\"n\":3,\"version\":3}");
+    cr_assert_str_eq(live_view("r:b"), "{\"n\":2,\"version\":2}");
+    /* The next batch starts with no renders asked for. */
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_eq(renders_run, 2);
+}
+
+Test(ctx, a_rejected_event_takes_its_render_asks_back) {
+    renders_run = 0;
+    ts_ctx_defer_views(ctx);
+    store_and_render(1, "a", 1, TS_OK);
+    store_and_render(2, "a", 2, TS_E_REJECT); /* repeats an ask: its version goes */
+    store_and_render(3, "b", 3, TS_E_REJECT); /* a new ask: it goes entirely */
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_eq(renders_run, 1);
+    cr_assert_str_eq(live_view("r:a"), "{\"n\":1,\"version\":1}");
+    cr_assert_null(live_view("r:b"));
+}
+
+Test(ctx, a_render_of_deleted_state_deletes_the_view) {
+    ts_ctx_defer_views(ctx);
+    store_and_render(1, "a", 1, TS_OK);
+    store_and_render(2, "a", -1, TS_OK);
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
+    cr_assert_null(live_view("r:a"));
+    cr_assert(live_del("r:a"));
+}
+
+Test(ctx, without_deferred_views_a_render_runs_at_once) {
+    renders_run = 0;
+    store_and_render(4, "a", 7, TS_OK);
+    cr_assert_eq(renders_run, 1);
+    cr_assert_str_eq(live_view("r:a"), "{\"n\":7,\"version\":4}");
+}
+
+Test(ctx, a_render_that_writes_state_fails_the_batch) {
+    ts_ctx_defer_views(ctx);
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_view_render(ctx, render_writing, "a"), TS_OK);
+    cr_assert_eq(ts_ctx_event_end(ctx, TS_OK, NULL), TS_OK);
+    cr_assert_eq(ts_ctx_views_resolve(ctx), TS_E_STATE);
+    cr_assert_eq(ts_ctx_writes_count(ctx), 0, "the render's write was refused");
 }
