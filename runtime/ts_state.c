@@ -82,6 +82,12 @@ ts_err ts_state_open(const char *dir, ts_state **out, char *err, size_t errlen) 
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(st->opts, 0.05);
     rocksdb_options_set_memtable_whole_key_filtering(st->opts, 1);
     rocksdb_options_set_max_write_buffer_number(st->opts, 3);
+    /* Universal compaction merges sorted runs once there are this many (4 by
+     * default). Most lookups are misses that the bloom filters answer, so more
+     * runs cost little to read, while merging half as often saved ~7% of the
+     * runtime's CPU in the 1M-event benchmark (35.8 -> 33.3 us per event,
+     * interleaved runs; the state takes ~40% more disk between merges). */
+    rocksdb_options_set_level0_file_num_compaction_trigger(st->opts, 8);
     /* No compression on levels 0 and 1: nearly every byte a task writes is
      * flushed to L0 and compacted into L1 soon after, and LZ4 there took ~4%
      * of the runtime's CPU under load. Deeper levels, which hold most of a
