@@ -63,9 +63,11 @@ void ts_ctx_writes_clear(ts_ctx *ctx);
  * view sets were replaced within their batch. The effect's value is absent
  * until then. */
 void ts_ctx_defer_views(ts_ctx *ctx);
-/** Gives each deferred view set that is still live its value. Call after the
- * batch's last event, before its effects are read. TS_E_NOMEM when one could
- * not be serialized (the batch must be abandoned). */
+/** Runs the view renders the batch asked for (ts_ctx_view_render), then gives
+ * each deferred view set that is still live its value. Call after the batch's
+ * last event, before its effects are read. On failure (TS_E_NOMEM: a view
+ * could not be serialized; TS_E_STATE or another code: a render failed or
+ * broke its rules) the batch must be abandoned. */
 ts_err ts_ctx_views_resolve(ts_ctx *ctx);
 /** Keys of `store` stay in the context for one batch only: for write-once data
  * that is rarely read again (e.g. the ids of events already applied). At most
