@@ -8,6 +8,8 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "ts_buf.h"
+
 typedef struct ts_render {
     char *key; /* the function pointer's bytes, then the id with its NUL */
     size_t klen;
@@ -24,8 +26,7 @@ struct ts_renders {
     ts_render *all;
     ts_render **touched; /* by the current event */
     size_t n_touched, touched_cap;
-    char *keybuf;
-    size_t keycap;
+    ts_buf key; /* scratch: the key being looked up */
 };
 
 ts_renders *ts_renders_create(void) { return calloc(1, sizeof(ts_renders)); }
@@ -47,23 +48,19 @@ void ts_renders_destroy(ts_renders *rs) {
         return;
     ts_renders_clear(rs);
     free(rs->touched);
-    free(rs->keybuf);
+    ts_buf_close(&rs->key);
     free(rs);
 }
 
 ts_err ts_renders_add(ts_renders *rs, ts_ctx_render_fn fn, const char *id, int64_t version) {
-    size_t idlen = strlen(id) + 1, klen = sizeof(fn) + idlen;
-    if (klen > rs->keycap) {
-        char *buf = realloc(rs->keybuf, klen);
-        if (!buf)
-            return TS_E_NOMEM;
-        rs->keybuf = buf;
-        rs->keycap = klen;
-    }
-    memcpy(rs->keybuf, &fn, sizeof(fn));
-    memcpy(rs->keybuf + sizeof(fn), id, idlen);
+    ts_buf_reset(&rs->key);
+    ts_buf_put(&rs->key, &fn, sizeof(fn));
+    ts_buf_put(&rs->key, id, strlen(id) + 1);
+    if (rs->key.failed)
+        return TS_E_NOMEM;
+    size_t klen = rs->key.len;
     ts_render *r = NULL;
-    HASH_FIND(hh, rs->all, rs->keybuf, klen, r);
+    HASH_FIND(hh, rs->all, rs->key.data, klen, r);
     if (!r) {
         r = calloc(1, sizeof(*r));
         char *key = malloc(klen);
@@ -72,7 +69,7 @@ ts_err ts_renders_add(ts_renders *rs, ts_ctx_render_fn fn, const char *id, int64
             free(key);
             return TS_E_NOMEM;
         }
-        memcpy(key, rs->keybuf, klen);
+        memcpy(key, rs->key.data, klen);
         r->key = key;
         r->klen = klen;
         r->fn = fn;
