@@ -216,8 +216,7 @@ static void ts_runtime_on_work(uv_idle_t *idle) {
         ts_task_run(task);
         more |= ts_task_ready(task);
     }
-    if (!more || rt->stopping ||
-        (rt->host.max_deciding && rt->deciding >= rt->host.max_deciding))
+    if (!more || rt->stopping || ts_task_host_slots_full(&rt->host))
         uv_idle_stop(idle);
 }
 

@@ -1056,7 +1056,7 @@ static void ts_task_decided(uv_work_t *req, int status) {
     (void)status; /* work is never cancelled */
     if (task->host->deciding) {
         /* A task waits for a slot only while all were taken. */
-        int full = *task->host->deciding >= task->host->max_deciding;
+        int full = ts_task_host_slots_full(task->host);
         (*task->host->deciding)--;
         if (full)
             task->host->schedule(task->host->arg, task);
@@ -1103,9 +1103,12 @@ static void ts_task_decided(uv_work_t *req, int status) {
  * decide preempted by another process waits longer than the whole batch
  * takes (storybook at 10K events/s, ~5 records a batch: event->view p99 19
  * -> 29 ms with every batch limited). */
+int ts_task_host_slots_full(const ts_task_host *host) {
+    return host->max_deciding && host->deciding && *host->deciding >= host->max_deciding;
+}
+
 static int ts_task_slot_free(const ts_task *task) {
-    const ts_task_host *host = task->host;
-    return !host->max_deciding || !host->deciding || *host->deciding < host->max_deciding ||
+    return !ts_task_host_slots_full(task->host) ||
            task->buf_len - task->buf_head < TS_TASK_SMALL_BATCH;
 }
 

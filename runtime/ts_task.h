@@ -73,6 +73,9 @@ typedef struct ts_task_host {
     void *arg;
 } ts_task_host;
 
+/** Whether every decide slot of `host` is taken (never, without a limit). */
+int ts_task_host_slots_full(const ts_task_host *host);
+
 /** What a task runs: the processor and its input. Borrowed; outlives the task. */
 typedef struct ts_task_spec {
     const ts_processor_def *def;
