@@ -1227,6 +1227,11 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         char *dir = ts_runtime_join(topo->state_dir, "state");
         rc = dir ? ts_state_open(dir, &rt->state, err, errlen) : TS_E_NOMEM;
         free(dir);
+        /* Every task's keys are in its changelog partition: the WAL only
+         * saved a restore after a crash, for a second copy of every batch's
+         * bytes written on the deciding thread (Kafka Streams skips it too). */
+        if (rc == TS_OK)
+            ts_state_skip_wal(rt->state);
     }
     rt->host = (ts_task_host){
         .loop = &rt->loop,

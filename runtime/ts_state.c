@@ -65,6 +65,10 @@ void ts_state_close(ts_state *st) {
     free(st);
 }
 
+void ts_state_skip_wal(ts_state *st) {
+    rocksdb_writeoptions_disable_WAL(st->wopts, 1);
+}
+
 ts_err ts_state_open(const char *dir, ts_state **out, char *err, size_t errlen) {
     ts_state *st = calloc(1, sizeof(*st));
     if (!st)

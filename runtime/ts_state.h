@@ -34,8 +34,17 @@ typedef struct ts_state_batch ts_state_batch;
 
 /** Opens (creating if missing) the database in `dir`. */
 ts_err ts_state_open(const char *dir, ts_state **out, char *err, size_t errlen);
-/** Closes and frees; accepts NULL. */
+/** Closes and frees; accepts NULL. Flushes what was written without the WAL. */
 void ts_state_close(ts_state *st);
+
+/** From now on, writes skip RocksDB's write-ahead log. Only for a database
+ * whose every key can be rebuilt from elsewhere (the runtime's: each task's
+ * keys from its changelog partition). A clean close still keeps everything;
+ * a crash loses the writes since the last memtable flush, as a whole: the
+ * database comes back as it was at that flush (one column family, flushed
+ * in order), i.e. older but consistent, and the stored changelog end then
+ * no longer matches the partition's, so the task restores (ts_restore.h). */
+void ts_state_skip_wal(ts_state *st);
 
 /** Reads a raw key. On TS_OK *val is malloc'ed (caller frees). TS_E_NOTFOUND if absent. */
 ts_err ts_state_get(ts_state *st, const char *key, size_t klen, char **val, size_t *vlen);
@@ -51,7 +60,8 @@ void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const c
                         size_t vlen);
 void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen);
 size_t ts_state_batch_count(const ts_state_batch *b);
-/** Writes the batch atomically (WAL on, no fsync: survives a process kill).
+/** Writes the batch atomically (no fsync; WAL on unless ts_state_skip_wal:
+ * then it survives a clean close, else also a process kill).
  * The batch is left sorted by key; clear it before adding more. */
 ts_err ts_state_write(ts_state *st, ts_state_batch *b);
 
@@ -82,8 +92,7 @@ typedef struct ts_state_op {
 } ts_state_op;
 
 /** Writes `n` operations atomically as one plain write batch (no index, so
- * cheaper per record than a ts_state_batch; WAL on, no fsync, like
- * ts_state_write): for bulk loads such as a restore. Among ops on the same
+ * cheaper per record than a ts_state_batch; durable like ts_state_write): for bulk loads such as a restore. Among ops on the same
  * key the later one wins. The ops are only read during the call. Any thread. */
 ts_err ts_state_write_ops(ts_state *st, const ts_state_op *ops, size_t n);
 
