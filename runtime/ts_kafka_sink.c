@@ -342,7 +342,10 @@ static ts_err ts_kafka_sink_write(void *impl, const ts_flush *flush, ts_sink_don
     ts_kwrite *w = calloc(1, sizeof(*w));
     if (!w)
         return TS_E_NOMEM;
-    w->msgs = nmsgs ? calloc(nmsgs, sizeof(*w->msgs)) : NULL;
+    /* Not calloc: every field is set below, and jemalloc zeroes a large
+     * recycled block by purging its pages (an IPI to the other core). */
+    w->msgs = nmsgs && nmsgs <= SIZE_MAX / sizeof(*w->msgs) ? malloc(nmsgs * sizeof(*w->msgs))
+                                                             : NULL;
     if (nmsgs && !w->msgs) {
         free(w);
         return TS_E_NOMEM;
@@ -356,8 +359,7 @@ static ts_err ts_kafka_sink_write(void *impl, const ts_flush *flush, ts_sink_don
     for (size_t i = 0, j = 0; i < count; i++) {
         const ts_effect *eff = ts_effects_at(flush->effects, i);
         if (eff->kind == TS_EFF_EMIT && !eff->dead) {
-            w->msgs[j].write = w;
-            w->msgs[j].eff = eff;
+            w->msgs[j] = (ts_kmsg){.write = w, .eff = eff};
             j++;
         }
     }
