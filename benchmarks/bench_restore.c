@@ -231,6 +231,7 @@ static int bench_restore_once(bench_ctx *b, int32_t from, int32_t to, size_t per
         fprintf(stderr, "bench: restore: %s\n", err);
         return -1;
     }
+    ts_state_skip_wal(st); /* as the runtime's */
     uv_loop_t loop;
     uv_loop_init(&loop);
     /* The last marker's "next" is its offset + 1000 (bench_restore_fill): a
