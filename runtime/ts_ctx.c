@@ -12,7 +12,8 @@
  * because the task is the only writer of its state while it lives.
  *
  * JSON values are kept parsed. Processors get a deep copy (4-5x cheaper than
- * parsing), so nothing they do to it reaches the state until they write it.
+ * parsing), so nothing they do to it reaches the state until they write it;
+ * or, to only look at it (ts_ctx_read_json), the document itself.
  * A document written is kept by reference (ts_processor.h: the processor does
  * not change it afterwards), saving a second copy per write. It is only
  * serialized when the batch is made durable, once per key however many events
@@ -528,7 +529,9 @@ ts_err ts_ctx_del(ts_ctx *ctx, const char *store, const char *key) {
     return ts_ctx_write(ctx, store, key, NULL, 0);
 }
 
-json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
+/* The entry of `key` with its document parsed, or NULL when absent (or on a
+ * failure, with state_failed set). */
+static ts_ctx_entry *ts_ctx_find_doc(ts_ctx *ctx, const char *store, const char *key) {
     ts_ctx_entry *e = ts_ctx_find(ctx, store, key);
     if (!e || (!e->doc && !e->val))
         return NULL;
@@ -543,6 +546,20 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
             return NULL;
         }
     }
+    return e;
+}
+
+json_t *ts_ctx_read_json(ts_ctx *ctx, const char *store, const char *key) {
+    ts_ctx_entry *e = ts_ctx_find_doc(ctx, store, key);
+    /* Nobody changes it (ts_processor.h), so nothing needs undoing: no copy,
+     * and not lent either. */
+    return e ? json_incref(e->doc) : NULL;
+}
+
+json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
+    ts_ctx_entry *e = ts_ctx_find_doc(ctx, store, key);
+    if (!e)
+        return NULL;
     /* A render only reads, and runs after the batch's last event: nothing
      * can change the document while it holds it. */
     if (ctx->rendering)

@@ -96,6 +96,15 @@ json_t *ts_event_json(const ts_event *ev, const char *field);
  * change it for any other use, json_deep_copy it first. A rejected or failed
  * event's changes are undone either way. */
 json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key);
+/** Reads `key` of `store` as JSON to look at only: a new reference to the
+ * context's own document, never a copy (ts_ctx_get_json copies a document an
+ * earlier event of the batch wrote). Nothing may change it or anything in it.
+ * The document written next under the same key may reuse its parts (e.g. a
+ * list rebuilt around the entries it keeps); nothing may change those parts
+ * later either, so a store whose documents share parts is only ever rebuilt,
+ * never changed in place. @returns NULL when the key is absent (or, on a state
+ * failure, with the task stopped). */
+json_t *ts_ctx_read_json(ts_ctx *ctx, const char *store, const char *key);
 /** Writes `doc` under `key` of `store`. The context keeps a reference instead
  * of a copy: the processor must not change `doc` after the call (it may still
  * read it, release it, or change a fresh ts_ctx_get_json copy and write that). */

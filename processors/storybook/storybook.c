@@ -11,7 +11,9 @@
  *   "user_books" user_id -> [{id, title, coverImageUrl, pageCount, createdAt,
  *                updatedAt}] newest first: the summaries the list view is made
  *                of, kept beside the books so an event reads two keys, not one
- *                key per book of the user.
+ *                key per book of the user. A list is only ever rebuilt (its
+ *                entries are shared with the list before it), never changed
+ *                in place.
  *
  * Each event is validated completely before anything is written (a rejected
  * event is undone by the context, but half-done work would be a trap for the
@@ -201,29 +203,33 @@ done:
 }
 
 /* Replaces (or, with `book` NULL, removes) the entry of `book_id` in the list of
- * `user_id`, stores the list and asks for the list view. */
+ * `user_id`, stores the list and asks for the list view. The list is rebuilt
+ * around the entries it keeps (shared with the stored list, never changed in
+ * place), which costs a pointer per book instead of a copy of every entry. */
 static ts_err sb_list_update(ts_ctx *ctx, const char *user_id, const char *book_id,
                              const json_t *book) {
-    json_t *list = ts_ctx_get_json(ctx, SB_STORE_LIST, user_id);
-    if (!list && !(list = json_array()))
-        return TS_E_NOMEM;
-
-    for (size_t i = 0; i < json_array_size(list); i++) {
-        if (strcmp(sb_strf(json_array_get(list, i), "id"), book_id) == 0) {
-            json_array_remove(list, i);
-            break;
-        }
-    }
+    json_t *stored = ts_ctx_read_json(ctx, SB_STORE_LIST, user_id);
+    json_t *list = json_array();
+    json_t *entry = book ? sb_summary(book) : NULL;
     ts_err err = TS_E_NOMEM;
-    if (book) {
-        json_t *entry = sb_summary(book);
-        size_t at = 0;
-        while (entry && at < json_array_size(list) &&
-               !sb_summary_before(entry, json_array_get(list, at)))
-            at++;
-        if (!entry || json_array_insert_new(list, at, entry) != 0)
+    if (!list || (book && !entry))
+        goto done;
+    size_t i;
+    json_t *kept;
+    json_array_foreach(stored, i, kept) {
+        if (strcmp(sb_strf(kept, "id"), book_id) == 0)
+            continue;
+        if (entry && sb_summary_before(entry, kept)) {
+            if (json_array_append(list, entry) != 0)
+                goto done;
+            json_decref(entry);
+            entry = NULL;
+        }
+        if (json_array_append(list, kept) != 0)
             goto done;
     }
+    if (entry && json_array_append(list, entry) != 0)
+        goto done;
     /* An empty list is not kept: a user without books has no state (and an
      * empty list view). */
     err = json_array_size(list) ? ts_ctx_put_json(ctx, SB_STORE_LIST, user_id, list)
@@ -231,7 +237,9 @@ static ts_err sb_list_update(ts_ctx *ctx, const char *user_id, const char *book_
     if (err == TS_OK)
         err = ts_ctx_view_render(ctx, sb_list_render, user_id);
 done:
+    json_decref(entry);
     json_decref(list);
+    json_decref(stored);
     return err;
 }
 

@@ -158,6 +158,42 @@ Test(ctx, a_failed_event_undoes_its_changes_to_the_documents_it_read) {
     cr_assert_eq(store.gets, 0, "everything came from the context");
 }
 
+Test(ctx, a_read_only_document_is_never_copied_and_a_list_rebuilt_around_it_shares_parts) {
+    json_t *list = json_pack("[{s:s}, {s:s}]", "id", "a", "id", "b");
+    write_doc("s", "k", list, TS_OK);
+    /* Written by an earlier event of the batch: ts_ctx_get_json copies it,
+     * ts_ctx_read_json gives the document itself. */
+    ts_ctx_event_begin(ctx, &ev);
+    json_t *copy = ts_ctx_get_json(ctx, "s", "k"), *own = ts_ctx_read_json(ctx, "s", "k");
+    cr_expect_neq(copy, list);
+    cr_expect_eq(own, list, "read-only: not a copy");
+    cr_expect_null(ts_ctx_read_json(ctx, "s", "absent"));
+    /* Rebuilt without the first entry, sharing the second; then rejected. */
+    json_t *rebuilt = json_array();
+    json_array_append(rebuilt, json_array_get(own, 1));
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", rebuilt), TS_OK);
+    ts_ctx_event_end(ctx, TS_E_REJECT, NULL);
+    json_decref(copy);
+    json_decref(own);
+    json_decref(rebuilt);
+    /* The rejected rebuild left the stored list whole; an accepted one
+     * replaces it, sharing the entry it kept. */
+    ts_ctx_event_begin(ctx, &ev);
+    own = ts_ctx_read_json(ctx, "s", "k");
+    cr_assert_eq(json_array_size(own), 2);
+    rebuilt = json_array();
+    json_array_append(rebuilt, json_array_get(own, 1));
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", rebuilt), TS_OK);
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+    cr_expect_eq(json_array_get(rebuilt, 0), json_array_get(list, 1), "the entry is shared");
+    json_decref(own);
+    json_decref(rebuilt);
+    json_decref(list);
+    commit_batch();
+    cr_assert_str_eq(store.vals[0], "[{\"id\":\"b\"}]");
+    cr_assert_eq(store.gets, 1, "only the absent key was asked of the backend");
+}
+
 Test(ctx, a_view_of_a_written_document_is_versioned_without_changing_the_state) {
     json_t *doc = json_pack("{s:i, s:[i]}", "n", 1, "list", 7);
     ts_ctx_event_begin(ctx, &ev);
