@@ -7,7 +7,10 @@
  * batch ('E' key, ts_state.h). At assignment the partition's end is asked
  * first: when it still ends there, nobody appended since and the local state
  * is current (its decided but unacknowledged batch, if any, is re-sent by the
- * task). Otherwise (another instance owned the partition meanwhile, the local
+ * task). Without the WAL (ts_state_skip_wal) a crash takes the local state
+ * back to its last memtable flush, the stored end with it: if a batch landed
+ * since, the ends differ and the state is restored; if none did, the state is
+ * current and at most the batch in flight is decided again. Otherwise (another instance owned the partition meanwhile, the local
  * state is gone, or this instance crashed while its batch was landing) the
  * state is restored: the task's local keys are dropped, then the partition is
  * read from its start to its end in large fetches and applied to RocksDB in
