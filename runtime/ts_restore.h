@@ -7,12 +7,12 @@
  * batch ('E' key, ts_state.h). At assignment the partition's end is asked
  * first: when it still ends there, nobody appended since and the local state
  * is current (its decided but unacknowledged batch, if any, is re-sent by the
- * task). Without the WAL (ts_state_skip_wal) a crash takes the local state
- * back to its last memtable flush, the stored end with it: if a batch landed
- * since, the ends differ and the state is restored; if none did, the state is
- * current and at most the batch in flight is decided again. Otherwise (another instance owned the partition meanwhile, the local
- * state is gone, or this instance crashed while its batch was landing) the
- * state is restored: the task's local keys are dropped, then the partition is
+ * task; without the WAL, ts_state_skip_wal, a crash takes the local state
+ * back to its last memtable flush, the stored end with it, so a batch that
+ * landed since makes the ends differ, and the batch in flight, if lost, is
+ * decided again). Otherwise (another instance owned the partition meanwhile,
+ * the local state is gone, or this instance crashed while its batch was
+ * landing or after one landed) the state is restored: the task's local keys are dropped, then the partition is
  * read from its start to its end in large fetches and applied to RocksDB in
  * large write batches of whole changelog batches (those closed by a marker),
  * so the result is exactly the state after the last complete batch (records

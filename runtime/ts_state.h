@@ -42,8 +42,8 @@ void ts_state_close(ts_state *st);
  * keys from its changelog partition). A clean close still keeps everything;
  * a crash loses the writes since the last memtable flush, as a whole: the
  * database comes back as it was at that flush (one column family, flushed
- * in order), i.e. older but consistent, and the stored changelog end then
- * no longer matches the partition's, so the task restores (ts_restore.h). */
+ * in order), i.e. older but consistent, and the stored changelog end tells
+ * whether the task must restore (ts_restore.h). */
 void ts_state_skip_wal(ts_state *st);
 
 /** Reads a raw key. On TS_OK *val is malloc'ed (caller frees). TS_E_NOTFOUND if absent. */
@@ -92,8 +92,9 @@ typedef struct ts_state_op {
 } ts_state_op;
 
 /** Writes `n` operations atomically as one plain write batch (no index, so
- * cheaper per record than a ts_state_batch; durable like ts_state_write): for bulk loads such as a restore. Among ops on the same
- * key the later one wins. The ops are only read during the call. Any thread. */
+ * cheaper per record than a ts_state_batch; durable like ts_state_write):
+ * for bulk loads such as a restore. Among ops on the same key the later one
+ * wins. The ops are only read during the call. Any thread. */
 ts_err ts_state_write_ops(ts_state *st, const ts_state_op *ops, size_t n);
 
 /** Approximate bytes on disk (SST + WAL), for reporting. */

@@ -11,8 +11,9 @@
  * decided batch reaches every sink at least once, and the sinks' fences make it
  * count once. (The runtime writes RocksDB without its WAL: a crash can also
  * lose a decided batch locally, which is then decided again from its input,
- * or the state is restored from the changelog; see ts_restore.h.) Records below the stored position are skipped (redelivery), and
- * an input whose event_id was already seen changes nothing.
+ * or the state is restored from the changelog; see ts_restore.h.) Records
+ * below the stored position are skipped (redelivery), and an input whose
+ * event_id was already seen changes nothing.
  *
  * Threading: every function on the loop thread. Step 1 (running the processor
  * over the batch and writing it to RocksDB) runs on the loop's thread pool when
