@@ -12,9 +12,10 @@
  * landed since makes the ends differ, and the batch in flight, if lost, is
  * decided again). Otherwise (another instance owned the partition meanwhile,
  * the local state is gone, or this instance crashed while its batch was
- * landing or after one landed) the state is restored: the task's local keys are dropped, then the partition is
- * read from its start to its end in large fetches and applied to RocksDB in
- * large write batches of whole changelog batches (those closed by a marker),
+ * landing or after one landed) the state is restored: the task's local keys
+ * are dropped, then the partition is read from its start to its end in
+ * large fetches and applied to RocksDB in large write batches of whole
+ * changelog batches (those closed by a marker),
  * so the result is exactly the state after the last complete batch (records
  * of a torn last batch, after the last marker, are dropped). The last
  * marker's position becomes the task's position, its effects the task's
