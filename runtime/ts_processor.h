@@ -102,7 +102,10 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key);
  * The document written next under the same key may reuse its parts (e.g. a
  * list rebuilt around the entries it keeps); nothing may change those parts
  * later either, so a store whose documents share parts is only ever rebuilt,
- * never changed in place. @returns NULL when the key is absent (or, on a state
+ * never changed in place. A view set outside a render may not include its
+ * parts: such a view is serialized when the batch ends, and a later event of
+ * the batch may change this same document in place before that (lent to it
+ * by ts_ctx_get_json). @returns NULL when the key is absent (or, on a state
  * failure, with the task stopped). */
 json_t *ts_ctx_read_json(ts_ctx *ctx, const char *store, const char *key);
 /** Writes `doc` under `key` of `store`. The context keeps a reference instead
