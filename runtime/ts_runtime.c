@@ -1228,9 +1228,10 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         rc = dir ? ts_state_open(dir, &rt->state, err, errlen) : TS_E_NOMEM;
         free(dir);
         /* Every task's keys are in its changelog partition: the WAL only
-         * saved a restore after a crash, for a second copy of every batch's
-         * bytes written on the deciding thread (Kafka Streams skips it too). */
-        if (rc == TS_OK)
+         * saves a restore after a crash, for a second copy of every batch's
+         * bytes written on the deciding thread (Kafka Streams skips it too);
+         * state.wal keeps it for operators who want fast crash restarts. */
+        if (rc == TS_OK && !topo->state_wal)
             ts_state_skip_wal(rt->state);
     }
     rt->host = (ts_task_host){

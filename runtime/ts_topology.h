@@ -45,6 +45,7 @@ typedef struct ts_topology {
     char *redis_url;     /* NULL or "": embedded redis-server. redis://[:pass@]host:port[/db] or unix:///path[?db=N] */
     char *pg_conninfo;   /* NULL or "": embedded PostgreSQL. A libpq connection string or URI */
     char *state_dir;     /* absolute; RocksDB state and embedded servers' folders */
+    int state_wal;       /* 1: RocksDB also writes its WAL (fast crash restarts) */
     char *schemas_dir;   /* absolute folder holding ids.yaml */
     int batch_max_events; /* default 5000 */
     int batch_max_ms;     /* default 20 */

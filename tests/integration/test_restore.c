@@ -135,14 +135,21 @@ static int wait_any_book(int from, int to, double seconds) {
 
 #define PRODUCE_API_KEY 0 /* Kafka's ApiKey of Produce requests */
 
-Test(restore, a_batch_killed_before_its_changelog_landed_reaches_it_at_restart) {
+/* A batch is decided (in RocksDB) and flushed, its changelog cannot land,
+ * the runtime is killed; after the restart the batch reaches the changelog.
+ * `wal`: state.wal (RocksDB's write-ahead log kept or not). */
+static void killed_before_its_changelog_landed(int wal) {
+    /* Runtimes started from now on inherit it (ts_testenv_spawn_runtime);
+     * the one the setup started stops cleanly below, which keeps its state
+     * either way. */
+    setenv("TASTESYNC_STATE_WAL", wal ? "1" : "0", 1);
     /* Every Produce request fails (retriably) once the runtime is up again:
      * its batches reach RocksDB, Redis and PostgreSQL, never the changelog. */
     produce_books(0, 1);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
     /* Only creations: a book of the stuck batch is written by no later one,
-     * so the changelog can only have it from the re-send. */
+     * so the changelog can only have it from the restart. */
     for (int i = 1; i < 20; i++)
         produce_created(i);
     rd_kafka_mock_cluster_t *mock = ts_cluster_mock(tp.cluster);
@@ -159,17 +166,20 @@ Test(restore, a_batch_killed_before_its_changelog_landed_reaches_it_at_restart) 
     cr_assert_geq(decided, 1, "no batch was decided (see %s)", tp.log);
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGKILL), 128 + SIGKILL);
 
-    /* The restart brings the batch to the changelog. The state is written
-     * without RocksDB's WAL (ts_state_skip_wal), so the kill lost what was
-     * not flushed yet: the decided batch with its pending record. The
-     * changelog still ends where the local state says (nothing of the
-     * batch landed), so the local state is current, only older: the batch
-     * is decided again from its input, and this time its changelog lands.
-     * (Had a flush kept the batch, its pending record would be re-sent.) */
+    /* The restart brings the batch to the changelog. The changelog still
+     * ends where the local state says (nothing of the batch landed), so the
+     * local state is current: no restore. With the WAL the decided batch
+     * survived the kill and its pending record is re-sent (its changelog
+     * records read back from the local state, ts_pending's references).
+     * Without it the kill lost what was not flushed yet, the decided batch
+     * with its pending record, so the batch is decided again from its
+     * input. */
     rd_kafka_mock_clear_request_errors(mock, PRODUCE_API_KEY);
     cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     cr_assert(!log_has("restored"), "no restore: nothing of it landed (see %s)", tp.log);
+    if (wal)
+        cr_assert(log_has("re-sending"), "the pending batch was re-sent (see %s)", tp.log);
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
 
     /* From the changelog alone, the books and their event ids are back. */
@@ -188,6 +198,15 @@ Test(restore, a_batch_killed_before_its_changelog_landed_reaches_it_at_restart) 
     json_t *book = json_loads(out, 0, NULL);
     cr_assert_str_eq(json_string_value(json_object_get(book, "title")), title, "%s", out);
     json_decref(book);
+    unsetenv("TASTESYNC_STATE_WAL");
+}
+
+Test(restore, a_batch_killed_before_its_changelog_landed_reaches_it_at_restart) {
+    killed_before_its_changelog_landed(0);
+}
+
+Test(restore, with_the_wal_a_batch_killed_before_its_changelog_landed_is_re_sent) {
+    killed_before_its_changelog_landed(1);
 }
 
 Test(restore, clean_restart_keeps_local_state) {
