@@ -344,8 +344,7 @@ static ts_err ts_kafka_sink_write(void *impl, const ts_flush *flush, ts_sink_don
         return TS_E_NOMEM;
     /* Not calloc: every field is set below, and jemalloc zeroes a large
      * recycled block by purging its pages (an IPI to the other core). */
-    w->msgs = nmsgs && nmsgs <= SIZE_MAX / sizeof(*w->msgs) ? malloc(nmsgs * sizeof(*w->msgs))
-                                                             : NULL;
+    w->msgs = nmsgs ? reallocarray(NULL, nmsgs, sizeof(*w->msgs)) : NULL;
     if (nmsgs && !w->msgs) {
         free(w);
         return TS_E_NOMEM;
