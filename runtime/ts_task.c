@@ -1098,15 +1098,15 @@ static void ts_task_decided(uv_work_t *req, int status) {
     ts_task_flush_start(task);
 }
 
+int ts_task_host_slots_full(const ts_task_host *host) {
+    return host->max_deciding && host->deciding && *host->deciding >= host->max_deciding;
+}
+
 /* Whether a batch may start deciding now (see ts_task_host.max_deciding). A
  * small one always may: it is quick, and one that waits for a slot behind a
  * decide preempted by another process waits longer than the whole batch
  * takes (storybook at 10K events/s, ~5 records a batch: event->view p99 19
  * -> 29 ms with every batch limited). */
-int ts_task_host_slots_full(const ts_task_host *host) {
-    return host->max_deciding && host->deciding && *host->deciding >= host->max_deciding;
-}
-
 static int ts_task_slot_free(const ts_task *task) {
     return !ts_task_host_slots_full(task->host) ||
            task->buf_len - task->buf_head < TS_TASK_SMALL_BATCH;
