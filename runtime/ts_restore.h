@@ -15,18 +15,17 @@
  * landing or after one landed) the state is restored: the task's local keys
  * are dropped, then the partition is read from its start to its end in
  * large fetches and applied to RocksDB in large write batches of whole
- * changelog batches (those closed by a marker),
- * so the result is exactly the state after the last complete batch (records
- * of a torn last batch, after the last marker, are dropped). The last
- * marker's position becomes the task's position, its effects the task's
- * pending effects (re-sent when it starts; after a torn batch they also
- * re-send every key it wrote with its restored value, so that in the
- * changelog the torn records are undone before the next batch, where a
- * later restore reads them in the middle; a torn first batch of a partition,
- * with no marker before it, is not undone), and the end read becomes the
- * stored end; all three are written after everything else. A cancelled
- * restore keeps the complete batches it read, with their position, but no
- * end (the next assignment restores again).
+ * changelog batches (those closed by a marker), so the result is exactly the
+ * state after the last complete batch (records of a torn last batch, after
+ * the last marker, are dropped). The last marker's position becomes the
+ * task's position, its effects the task's pending effects (re-sent when it
+ * starts; after a torn batch they also re-send every key it wrote with its
+ * restored value, so that in the changelog the torn records are undone
+ * before the next batch, where a later restore reads them in the middle; a
+ * torn first batch of a partition, with no marker before it, is not undone),
+ * and the end read becomes the stored end; all three are written after
+ * everything else. A cancelled restore keeps the complete batches it read,
+ * with their position, but no end (the next assignment restores again).
  *
  * This does not trust the group's committed offset: a commit can fail (during
  * a rebalance) or be lost (a crash after the acknowledgement), so it can lag

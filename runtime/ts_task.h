@@ -9,7 +9,7 @@
  *      consumer offset is committed; the next batch may start.
  * On start, a task re-sends the pending effects a crash left behind, so every
  * decided batch reaches every sink at least once, and the sinks' fences make it
- * count once. (The runtime writes RocksDB without its WAL: a crash can also
+ * count once. (Without RocksDB's WAL, the runtime's default, a crash can also
  * lose a decided batch locally, which is then decided again from its input,
  * or the state is restored from the changelog; see ts_restore.h.) Records
  * below the stored position are skipped (redelivery), and an input whose
