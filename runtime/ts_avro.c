@@ -1504,9 +1504,13 @@ static avro_value_t *encoder_start(ts_encoder *enc, const char *name, char *err,
         enc->rec = enc->value;
     }
 
+    /* The record's definition once, not per field: finding a named type
+     * formats its full name. */
+    const json_t *jrec = named_find(enc->def, rschema);
+    const json_t *jfields = jrec != NULL ? json_object_get(jrec, "fields") : NULL;
     n = avro_schema_record_size(rschema);
     for (i = 0; i < n; i++) {
-        const json_t *jf = record_field_json(enc->def, rschema, i);
+        const json_t *jf = json_array_get(jfields, i);
         const json_t *dflt = json_object_get(jf, "default");
         avro_value_t fv;
         jctx c = {.def = enc->def, .err = err, .errlen = errlen};
