@@ -286,6 +286,29 @@ const ts_effect *ts_pg_plan_first(const ts_pg_plan *plan, const ts_effects *effs
     return ts_effects_at(effs, plan->rows[plan->stmts[s].at]);
 }
 
+void ts_pg_plan_stmt_key(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_buf *key) {
+    const ts_effect *e = ts_pg_plan_first(plan, effs, s);
+    size_t ncols, nkey;
+    if (ts_pg_plan_cols(plan, e, &ncols, &nkey) != 0) {
+        key->failed = 1;
+        return;
+    }
+    const ts_rowcol *cols = plan->scratch->cols;
+    size_t head[3] = {(size_t)e->kind, plan->stmts[s].n, nkey};
+    ts_buf_put(key, head, sizeof(head));
+    ts_buf_put(key, e->a.data, e->a.len);
+    size_t named = e->kind == TS_EFF_ROW_UPSERT ? ncols : nkey;
+    for (size_t i = 0; i < named; i++) {
+        ts_buf_put(key, "", 1);
+        ts_buf_put(key, cols[i].name, cols[i].name_len);
+    }
+    if (e->kind == TS_EFF_ROW_DELETE) { /* a NULL key is written as IS NULL */
+        ts_buf_put(key, "", 1);
+        for (size_t i = 0; i < nkey; i++)
+            ts_buf_put(key, cols[i].value ? "v" : "n", 1);
+    }
+}
+
 void ts_pg_plan_sql(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_buf *sql) {
     const ts_effect *e = ts_pg_plan_first(plan, effs, s);
     size_t ncols, nkey;

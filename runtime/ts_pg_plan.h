@@ -61,6 +61,12 @@ int ts_pg_plan_is_row(const ts_effect *e);
 ts_err ts_pg_plan_build(ts_pg_plan *plan, const ts_effects *effs, int single_rows,
                         ts_pg_plan_scratch *scratch);
 
+/** Appends to `key` what determines statement `s`'s SQL text (kind, row
+ * count, table, column names, key columns, a delete's NULL keys) in far
+ * fewer bytes than the text: a cache of prepared statements looks them up by
+ * it and makes the text only when it prepares one. */
+void ts_pg_plan_stmt_key(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_buf *key);
+
 /** Appends statement `s`'s SQL text to `sql` (NUL-terminated, for libpq). */
 void ts_pg_plan_sql(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_buf *sql);
 

@@ -68,9 +68,10 @@ typedef enum ts_pg_job_state {
 
 typedef struct ts_pg_sink ts_pg_sink;
 
-/* A row statement prepared on the current connection, by SQL text. */
+/* A row statement prepared on the current connection, by its key
+ * (ts_pg_plan_stmt_key). */
 typedef struct ts_pg_prepared {
-    char *sql;
+    char *key;
     char name[24];
     const void *job; /* the attempt that prepared it, until it succeeds */
     UT_hash_handle hh;
@@ -203,7 +204,7 @@ static void ts_pg_job_free(ts_pg_job *job) {
 
 static void ts_pg_prepared_drop(ts_pg_sink *ps, ts_pg_prepared *p) {
     HASH_DEL(ps->prepared, p);
-    free(p->sql);
+    free(p->key);
     free(p);
 }
 
@@ -296,27 +297,32 @@ static char *ts_pg_job_rows_json(ts_pg_sink *ps, const ts_pg_job *job, const cha
     return text;
 }
 
-/* The prepared statement for `sql`, queueing its Parse when it is new. */
-static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, const ts_buf *sql) {
+/* The prepared statement for statement `s` of the job's plan, whose key is
+ * `key`; when it is new, its SQL text is made (in `sql`) and its Parse queued. */
+static ts_pg_prepared *ts_pg_prepare(ts_pg_sink *ps, ts_pg_job *job, size_t s,
+                                     const ts_buf *key, ts_buf *sql) {
     ts_pg_prepared *p = NULL;
-    HASH_FIND(hh, ps->prepared, sql->data, sql->len, p);
+    HASH_FIND(hh, ps->prepared, key->data, key->len, p);
     if (p)
         return p;
+    ts_buf_reset(sql);
+    ts_pg_plan_sql(&job->plan, job->flush.effects, s, sql);
+    if (sql->failed)
+        return NULL;
     p = calloc(1, sizeof(*p));
-    if (!p || !(p->sql = malloc(sql->len + 1))) {
+    if (!p || !(p->key = malloc(key->len))) {
         free(p);
         return NULL;
     }
-    memcpy(p->sql, sql->data, sql->len);
-    p->sql[sql->len] = '\0';
+    memcpy(p->key, key->data, key->len);
     snprintf(p->name, sizeof p->name, "ts_row_%lu", ++ps->prepared_seq);
     p->job = job;
-    if (!PQsendPrepare(ps->conn, p->name, p->sql, 0, NULL)) {
-        free(p->sql);
+    if (!PQsendPrepare(ps->conn, p->name, sql->data, 0, NULL)) {
+        free(p->key);
         free(p);
         return NULL;
     }
-    HASH_ADD_KEYPTR(hh, ps->prepared, p->sql, sql->len, p);
+    HASH_ADD_KEYPTR(hh, ps->prepared, p->key, key->len, p);
     job->prepares_sent++;
     return p;
 }
@@ -329,16 +335,16 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
     ts_pg_plan *plan = &job->plan;
     if (ts_pg_plan_build(plan, effs, job->single_rows, &ps->plan_scratch) != TS_OK)
         return -1;
-    ts_buf sql = {0}, vals = {0};
+    ts_buf key = {0}, sql = {0}, vals = {0};
     ts_pg_prepared **stmts = malloc((plan->n_stmts ? plan->n_stmts : 1) * sizeof(*stmts));
     int rc = stmts ? 0 : -1;
     /* First the statements this job needs and the connection has not prepared:
      * in the job's transaction, before the claim. */
     job->prepares_sent = 0;
     for (size_t s = 0; s < plan->n_stmts && rc == 0; s++) {
-        ts_buf_reset(&sql);
-        ts_pg_plan_sql(plan, effs, s, &sql);
-        if (sql.failed || !(stmts[s] = ts_pg_prepare(ps, job, &sql)))
+        ts_buf_reset(&key);
+        ts_pg_plan_stmt_key(plan, effs, s, &key);
+        if (key.failed || !(stmts[s] = ts_pg_prepare(ps, job, s, &key, &sql)))
             rc = -1;
     }
     char next[24];
@@ -360,6 +366,7 @@ static int ts_pg_job_send(ts_pg_sink *ps, ts_pg_job *job) {
             rc = -1;
     }
     free(stmts);
+    ts_buf_close(&key);
     ts_buf_close(&sql);
     ts_buf_close(&vals);
     if (rc != 0 || !PQpipelineSync(conn)) {

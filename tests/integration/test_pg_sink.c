@@ -320,6 +320,43 @@ Test(pg_sink, rows_alike_share_multi_row_statements) {
     ts_effects_destroy(effs);
 }
 
+/* Prepared statements are found again by what shapes their text (table,
+ * columns, row count, a delete's NULL keys): statements that differ only in
+ * column names or in a NULL key never share one, in one session. */
+Test(pg_sink, statements_of_other_shapes_never_share_a_prepared_one) {
+    migrate(conninfo);
+    ts_sink sink = connect_sink(conninfo);
+    counts c = {0};
+    ts_effects *e1 = ts_effects_create();
+    row(e1, TS_EFF_ROW_UPSERT, "items", 1, 2, (const char *[]){"id", "a", "n", "1"});
+    row(e1, TS_EFF_ROW_UPSERT, "items", 1, 2, (const char *[]){"id", "b", "n", "2"});
+    row(e1, TS_EFF_ROW_UPSERT, "pairs", 2, 3, (const char *[]){"a", "p", "b", "1", "v", "one"});
+    row(e1, TS_EFF_ROW_UPSERT, "pairs", 2, 3, (const char *[]){"a", "q", "b", "2", "v", "two"});
+    write_acked(&sink, &(ts_flush){"proc/8", 0, 4, e1}, &c);
+
+    /* One row each, same column count, other names; a delete by a NULL key
+     * (IS NULL: one parameter). */
+    ts_effects *e2 = ts_effects_create();
+    row(e2, TS_EFF_ROW_UPSERT, "items", 1, 2, (const char *[]){"id", "c", "note", "x"});
+    row(e2, TS_EFF_ROW_UPSERT, "items", 1, 2, (const char *[]){"id", "a", "n", "5"});
+    row(e2, TS_EFF_ROW_DELETE, "pairs", 2, 2, (const char *[]){"a", "p", "b", NULL});
+    write_acked(&sink, &(ts_flush){"proc/8", 4, 7, e2}, &c);
+
+    /* The same delete by a whole key: two parameters. */
+    ts_effects *e3 = ts_effects_create();
+    row(e3, TS_EFF_ROW_DELETE, "pairs", 2, 2, (const char *[]){"a", "q", "b", "2"});
+    row(e3, TS_EFF_ROW_DELETE, "pairs", 2, 2, (const char *[]){"a", "r", "b", NULL});
+    write_acked(&sink, &(ts_flush){"proc/8", 7, 9, e3}, &c);
+
+    query(conninfo, "SELECT id, n, note FROM items ORDER BY id",
+          "a|5|(null)\nb|2|(null)\nc|(null)|x\nseed|0|(null)");
+    query(conninfo, "SELECT a, b, v FROM pairs ORDER BY a", "p|1|one");
+    close_all(&sink, &c);
+    ts_effects_destroy(e1);
+    ts_effects_destroy(e2);
+    ts_effects_destroy(e3);
+}
+
 /* Two key texts naming one row ("1" and "01" of an int key) do not coalesce
  * as effects but would hit the row twice in one multi-row upsert (SQLSTATE
  * 21000): the flush is written again one row per statement, in order. */
