@@ -128,6 +128,8 @@ struct ts_ctx {
     size_t keycap;
     char *valbuf; /* NUL-terminated copy of the last value read */
     size_t valcap;
+    char *dumpbuf; /* the last document serialized (ts_ctx_dump) */
+    size_t dumpcap;
     ts_row row;
 };
 
@@ -194,6 +196,7 @@ void ts_ctx_destroy(ts_ctx *ctx) {
     free(ctx->row.cols);
     free(ctx->keybuf);
     free(ctx->valbuf);
+    free(ctx->dumpbuf);
     free(ctx->lent);
     free(ctx);
 }
@@ -305,16 +308,41 @@ ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
     return result;
 }
 
+/* Serializes `doc` into the context's buffer, NUL-terminated, with room for
+ * `extra` more bytes after it. json_dumpb writes into a buffer kept from one
+ * document to the next, where json_dumps grows one of its own by doubling
+ * and then copies it out. @returns the text's length, or 0 when out of
+ * memory (no valid document serializes to nothing). */
+static size_t ts_ctx_dump(ts_ctx *ctx, const json_t *doc, size_t extra) {
+    for (;;) {
+        size_t len = json_dumpb(doc, ctx->dumpbuf, ctx->dumpcap, TS_CTX_JSON_FLAGS);
+        if (len == 0)
+            return 0;
+        if (len + extra < ctx->dumpcap) {
+            ctx->dumpbuf[len] = '\0';
+            return len;
+        }
+        size_t cap = len + extra + 1 > 2 * ctx->dumpcap ? len + extra + 1 : 2 * ctx->dumpcap;
+        char *grown = realloc(ctx->dumpbuf, cap);
+        if (!grown)
+            return 0;
+        ctx->dumpbuf = grown;
+        ctx->dumpcap = cap;
+    }
+}
+
 /* Gives `e` the text of its document, when the document is newer. */
-static ts_err ts_ctx_entry_sync(ts_ctx_entry *e) {
+static ts_err ts_ctx_entry_sync(ts_ctx *ctx, ts_ctx_entry *e) {
     if (!e->unsynced)
         return TS_OK;
-    char *text = json_dumps(e->doc, TS_CTX_JSON_FLAGS);
+    size_t len = ts_ctx_dump(ctx, e->doc, 0);
+    char *text = len ? malloc(len + 1) : NULL;
     if (!text)
         return TS_E_NOMEM;
+    memcpy(text, ctx->dumpbuf, len + 1);
     free(e->val);
     e->val = text;
-    e->vlen = strlen(text);
+    e->vlen = len;
     e->unsynced = 0;
     return TS_OK;
 }
@@ -326,7 +354,7 @@ ts_err ts_ctx_writes_foreach(ts_ctx *ctx,
     for (ts_ctx_entry *e = ts_ctx_newest(ctx); e && e->fresh; e = e->hh.prev) {
         if (!e->dirty)
             continue;
-        if (ts_ctx_entry_sync(e) != TS_OK)
+        if (ts_ctx_entry_sync(ctx, e) != TS_OK)
             return TS_E_NOMEM;
         fn(arg, e->key, e->klen, e->val, e->vlen);
     }
@@ -478,7 +506,7 @@ ts_err ts_ctx_get(ts_ctx *ctx, const char *store, const char *key, const char **
     ts_ctx_entry *e = ts_ctx_find(ctx, store, key);
     if (!e)
         return ctx->state_failed ? TS_E_STATE : TS_E_NOMEM;
-    if (ts_ctx_entry_sync(e) != TS_OK) {
+    if (ts_ctx_entry_sync(ctx, e) != TS_OK) {
         ctx->state_failed = 1;
         return TS_E_NOMEM;
     }
@@ -628,30 +656,27 @@ static ts_err ts_ctx_effect(ts_ctx *ctx, ts_effect_kind kind, const char *a, con
 /* Serializes object `doc` with "version": `version` as its last member,
  * without changing `doc`: it may share parts with a state document, which the
  * context keeps by reference. Objects dump in insertion order, so the text is
- * what setting the member would give; the member is appended to the text. */
-static char *ts_ctx_dump_versioned(json_t *doc, int64_t version) {
+ * what setting the member would give; the member is appended to the text.
+ * @returns the text, in the context's buffer until the next serialization,
+ * or NULL when out of memory. */
+static const char *ts_ctx_dump_versioned(ts_ctx *ctx, json_t *doc, int64_t version) {
     if (json_object_get(doc, "version")) { /* replaced, on a shallow copy */
         json_t *copy = json_copy(doc);
-        char *text = NULL;
+        size_t len = 0;
         if (copy && json_object_set_new(copy, "version", json_integer(version)) == 0)
-            text = json_dumps(copy, TS_CTX_JSON_FLAGS);
+            len = ts_ctx_dump(ctx, copy, 0);
         json_decref(copy);
-        return text;
+        return len ? ctx->dumpbuf : NULL;
     }
-    char *text = json_dumps(doc, TS_CTX_JSON_FLAGS);
-    if (!text || !json_is_object(doc))
-        return text;
     char member[48];
-    size_t len = strlen(text); /* ends with '}' */
     int n = snprintf(member, sizeof(member), "%s\"version\":%" PRId64 "}",
                      json_object_size(doc) ? "," : "", version);
-    char *grown = realloc(text, len + (size_t)n);
-    if (!grown) {
-        free(text);
+    size_t len = ts_ctx_dump(ctx, doc, (size_t)n);
+    if (!len)
         return NULL;
-    }
-    memcpy(grown + len - 1, member, (size_t)n + 1);
-    return grown;
+    if (json_is_object(doc)) /* the text ends with '}' */
+        memcpy(ctx->dumpbuf + len - 1, member, (size_t)n + 1);
+    return ctx->dumpbuf;
 }
 
 /* The "version" of a JSON view set now: the current event's offset, or the
@@ -683,14 +708,12 @@ ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
                 (ts_ctx_view){ts_effects_count(ctx->effs) - 1, version, json_incref(doc)};
         return err;
     }
-    char *text = ts_ctx_dump_versioned(doc, version);
+    const char *text = ts_ctx_dump_versioned(ctx, doc, version);
     if (!text) {
         ctx->state_failed = 1;
         return TS_E_NOMEM;
     }
-    ts_err err = ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, text, 0);
-    free(text);
-    return err;
+    return ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, text, 0);
 }
 
 static ts_err ts_ctx_render_run(void *arg, ts_ctx_render_fn render, const char *id,
@@ -722,10 +745,9 @@ ts_err ts_ctx_views_resolve(ts_ctx *ctx) {
         const ts_ctx_view *v = &ctx->views[i];
         if (ts_effects_at(ctx->effs, v->effect)->dead)
             continue;
-        char *text = ts_ctx_dump_versioned(v->doc, v->version);
+        const char *text = ts_ctx_dump_versioned(ctx, v->doc, v->version);
         ts_bytes value = ts_bytes_str(text);
         err = text ? ts_effects_set_b(ctx->effs, v->effect, &value) : TS_E_NOMEM;
-        free(text);
     }
     ts_ctx_views_drop(ctx, 0);
     return err;
@@ -879,13 +901,12 @@ void ts_row_json(ts_row *row, const char *column, const json_t *value) {
         ts_row_add(row, column, lit, strlen(lit));
         free(lit);
     } else {
-        char *text = json_dumps(value, TS_CTX_JSON_FLAGS);
-        if (!text) {
+        size_t len = ts_ctx_dump(row->ctx, value, 0);
+        if (!len) {
             row->ctx->state_failed = 1;
             return;
         }
-        ts_row_add(row, column, text, strlen(text));
-        free(text);
+        ts_row_add(row, column, row->ctx->dumpbuf, len);
     }
 }
 
