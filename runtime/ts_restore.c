@@ -75,6 +75,8 @@ static ts_err ts_restore_drop_local(ts_restore *r) {
         ts_state_batch_delete(wb, key, idlen + 1);
         key[0] = 'E';
         ts_state_batch_delete(wb, key, idlen + 1);
+        key[0] = 'U';
+        ts_state_batch_delete(wb, key, idlen + 1);
         rc = ts_state_write(r->state, wb);
         ts_state_batch_destroy(wb);
     } else if (rc == TS_OK) {
@@ -277,6 +279,34 @@ static ts_err ts_restore_pending(ts_restore *r, ts_restore_chunk *c, ts_buf *q) 
     return rc;
 }
 
+/* The changelog keys of a torn batch (its records and group records, as
+ * ts_buf fields) when no marker precedes it: nothing to re-send with (a
+ * pending record needs a marker), so the task deletes them in the changelog
+ * ahead of its next batch's records instead ('U' key, ts_state.h). Else a
+ * later restore would take them as part of that batch: state of events not
+ * applied yet (an event id among them would be taken for a duplicate). */
+static ts_err ts_restore_undo_list(ts_restore *r, const ts_restore_chunk *c, ts_buf *u) {
+    size_t idlen = strlen(r->task_id);
+    ts_buf ckey = {0};
+    for (size_t i = c->n_complete; i < c->n; i++) {
+        /* Local key tag + task_id + NUL + rest; changelog key tag + rest. */
+        const char *key = c->arena.data + c->ops[i].koff;
+        ts_buf_reset(&ckey);
+        ts_buf_put(&ckey, key, 1);
+        ts_buf_put(&ckey, key + 2 + idlen, c->ops[i].klen - 2 - idlen);
+        ts_buf_field(u, &(ts_bytes){ckey.data, ckey.len});
+    }
+    for (size_t at = 0; at < c->torn_groups.len;) {
+        const char *key = c->torn_groups.data + at;
+        size_t klen = strlen(key);
+        ts_buf_field(u, &(ts_bytes){(char *)key, klen});
+        at += klen + 1;
+    }
+    ts_err rc = u->failed || ckey.failed ? TS_E_NOMEM : TS_OK;
+    ts_buf_close(&ckey);
+    return rc;
+}
+
 /* Ends the restore: the complete batches still held are written, and only
  * then the position and the pending effects of the last marker, and, when
  * the partition was read to its end, that end (the changelog end the local
@@ -287,13 +317,16 @@ static ts_err ts_restore_pending(ts_restore *r, ts_restore_chunk *c, ts_buf *q) 
  * the flush is on the critical path, the WAL append is not much.) */
 static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end) {
     int torn = c->n > c->n_complete || c->torn_groups.len > 0;
-    ts_buf q = {0};
-    ts_err rc = end >= 0 && c->mark && torn ? ts_restore_pending(r, c, &q) : TS_OK;
+    ts_buf q = {0}, u = {0};
+    ts_err rc = TS_OK;
+    if (end >= 0 && torn)
+        rc = c->mark ? ts_restore_pending(r, c, &q) : ts_restore_undo_list(r, c, &u);
     c->n = c->n_complete; /* drop the torn batch, if any */
     if (rc == TS_OK)
         rc = ts_restore_chunk_write(r, c);
     if (rc != TS_OK || (!c->mark && end < 0)) {
         ts_buf_close(&q);
+        ts_buf_close(&u);
         return rc;
     }
     size_t idlen = strlen(r->task_id);
@@ -303,6 +336,7 @@ static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end)
         free(key);
         ts_state_batch_destroy(wb);
         ts_buf_close(&q);
+        ts_buf_close(&u);
         return TS_E_NOMEM;
     }
     memcpy(key + 1, r->task_id, idlen);
@@ -315,6 +349,10 @@ static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end)
         else
             ts_state_batch_put(wb, key, idlen + 1, c->mark->payload, c->mark->len);
     }
+    if (u.len > 0) {
+        key[0] = 'U';
+        ts_state_batch_put(wb, key, idlen + 1, u.data, u.len);
+    }
     if (end >= 0) {
         char be[8];
         ts_buf_be64_store(be, end);
@@ -325,6 +363,7 @@ static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end)
     ts_state_batch_destroy(wb);
     free(key);
     ts_buf_close(&q);
+    ts_buf_close(&u);
     return rc;
 }
 

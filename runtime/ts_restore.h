@@ -22,7 +22,9 @@
  * starts; after a torn batch they also re-send every key it wrote with its
  * restored value, so that in the changelog the torn records are undone
  * before the next batch, where a later restore reads them in the middle; a
- * torn first batch of a partition, with no marker before it, is not undone),
+ * torn first batch of a partition, with no marker before it to re-send
+ * with, leaves the list of its keys instead ('U' key), which the task
+ * deletes in the changelog ahead of its next batch's records),
  * and the end read becomes the stored end; all three are written after
  * everything else. A cancelled restore keeps the complete batches it read,
  * with their position, but no end (the next assignment restores again).

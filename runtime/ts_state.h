@@ -12,6 +12,9 @@
  *                                      (ts_pending.h)
  *   'V' task_id 0x00 view              the view's value as last written
  *   'W' task_id 0x00 view 0x00 member  a sorted-set view's member -> score
+ *   'U' task_id                        changelog keys to delete ahead of the
+ *                                      next batch's records (a torn first
+ *                                      batch, ts_restore.h), as ts_buf fields
  * The V/W mirror lets a task re-materialize its views from state alone
  * (after Redis lost them) without reprocessing input.
  * RocksDB's malloc'ed errptr strings and values are translated here; nothing

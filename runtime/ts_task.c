@@ -53,6 +53,9 @@ struct ts_task {
     size_t pending_key_len;
     char end_key[170]; /* 'E': the changelog end after the last acknowledged batch */
     size_t end_key_len;
+    char undo_key[170]; /* 'U': changelog keys to delete ahead of the next batch */
+    size_t undo_key_len;
+    ts_buf undo;        /* its value, loaded at start (empty: none) */
     char *keybuf; /* scratch: prefix + ctx key */
     size_t keycap;
 
@@ -193,6 +196,16 @@ static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     task->acked = task->position;
 
     val = NULL;
+    rc = ts_state_get(task->host->state, task->undo_key, task->undo_key_len, &val, &vlen);
+    if (rc == TS_OK)
+        ts_buf_put(&task->undo, val, vlen);
+    free(val);
+    if ((rc != TS_OK && rc != TS_E_NOTFOUND) || task->undo.failed) {
+        snprintf(err, errlen, "task %s: cannot read the changelog keys to undo", task->id);
+        return rc == TS_E_NOTFOUND ? TS_E_NOMEM : rc;
+    }
+
+    val = NULL;
     rc = ts_state_get(task->host->state, task->pending_key, task->pending_key_len, &val, &vlen);
     if (rc == TS_E_NOTFOUND)
         return TS_OK;
@@ -249,6 +262,9 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->end_key[0] = 'E';
     memcpy(task->end_key + 1, task->id, idlen);
     task->end_key_len = idlen + 1;
+    task->undo_key[0] = 'U';
+    memcpy(task->undo_key + 1, task->id, idlen);
+    task->undo_key_len = idlen + 1;
     task->changelog_end = task->flush_end = -1;
     task->state_prefix_len = idlen + 2;
     task->state_prefix = malloc(task->state_prefix_len);
@@ -311,6 +327,7 @@ void ts_task_destroy(ts_task *task) {
     free(task->batch);
     free(task->ckeybuf);
     ts_buf_close(&task->seen_group);
+    ts_buf_close(&task->undo);
     ts_buf_close(&task->pending);
     ts_state_batch_destroy(task->wb);
     free(task->state_prefix);
@@ -772,6 +789,28 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
     return TS_OK;
 }
 
+/* Deletes in the changelog, ahead of this batch's records, the keys of a torn
+ * first batch that a restore found ('U', ts_restore.h), and the list with
+ * this batch's write. */
+static ts_err ts_task_undo_torn(ts_task *task, ts_state_batch *wb) {
+    if (task->undo.len == 0 || !task->spec->changelog_topic)
+        return TS_OK;
+    ts_bytes topic = ts_bytes_str(task->spec->changelog_topic);
+    const ts_bytes tombstone = {NULL, 0};
+    ts_reader r = {task->undo.data, task->undo.data + task->undo.len};
+    while (ts_reader_left(&r) > 0) {
+        ts_bytes k;
+        if (ts_reader_field(&r, &k) != 0 || !k.data || k.len == 0)
+            return TS_E_STATE; /* not a list the restore wrote */
+        if (ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &k, &tombstone, NULL,
+                           (double)task->partition + 1) != TS_OK)
+            return TS_E_NOMEM;
+        ts_pending_add_inline(&task->pending, &k, &tombstone);
+    }
+    ts_state_batch_delete(wb, task->undo_key, task->undo_key_len);
+    return TS_OK;
+}
+
 /* Step 1: makes the batch durable and decided: state, position, view mirror
  * and pending effects in one RocksDB write batch. With a changelog, every
  * local write is also appended to the effects as a changelog record, then the
@@ -791,7 +830,9 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     task->changelog_failed = 0;
     ts_buf_reset(&task->seen_group);
     void *pair[2] = {task, wb};
-    ts_err rc = ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
+    ts_err rc = ts_task_undo_torn(task, wb);
+    if (rc == TS_OK)
+        rc = ts_ctx_writes_foreach(task->ctx, ts_task_write_state, pair);
     if (rc == TS_OK)
         rc = ts_task_add_seen_group(task, first);
     char pos[8];
@@ -816,8 +857,10 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
         ts_task_store_end(task, wb);
     if (rc == TS_OK)
         rc = ts_state_write(task->host->state, wb);
-    if (rc == TS_OK)
+    if (rc == TS_OK) {
         task->pending_acked = task->end_unstored = 0;
+        ts_buf_reset(&task->undo); /* sent with this batch, or re-sent with it */
+    }
     if (rc == TS_OK)
         ts_ctx_writes_done(task->ctx); /* they serve as the cache of hot keys now */
     else

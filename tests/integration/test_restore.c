@@ -4,7 +4,8 @@
  * restart (from its pending record), a clean restart with local state
  * restores nothing, an instance whose snapshot is older than the changelog
  * restores even when the group's committed offset lags, and the records of a
- * torn batch left in the middle of the changelog do not count. */
+ * torn batch left in the changelog do not count, in its middle or as the
+ * partition's first batch. */
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <librdkafka/rdkafka.h>
@@ -338,6 +339,56 @@ Test(restore, a_torn_batch_in_the_middle_of_the_changelog_is_undone) {
     json_t *book = json_loads(out, 0, NULL);
     cr_assert_str_eq(json_string_value(json_object_get(book, "title")), "Again 3",
                      "%s (see %s)", out, tp.log);
+    json_decref(book);
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
+                                      "storybook:book:b103"), 0);
+    cr_assert(out[0] == '{', "book b103 survived the restores: %s", out);
+}
+
+/* An owner died while the first batch of a partition was landing: records
+ * reached the changelog, no marker ever did. The next owner's restore finds
+ * nothing to restore, and the next owner deletes those records in the
+ * changelog ahead of its own first batch: else a later restore would read
+ * them as part of that batch. */
+Test(restore, a_torn_first_batch_is_undone_by_the_next_owner) {
+    /* Nothing processed yet: every changelog partition is empty. Whichever
+     * partition user u3 maps to gets the torn batch: all of them do. */
+    for (int i = 0; i < 300 && !log_has("started at"); i++)
+        usleep(100000);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "see %s", tp.log);
+    const ts_topic_conf *in = ts_topology_topic(tp.topo, TOPIC);
+    cr_assert_not_null(in);
+    static const char book_key[] = "Sbook\x1f" "b3";
+    static const char torn_book[] =
+        "{\"id\": \"b3\", \"userId\": \"u3\", \"title\": \"TORN\", \"coverImageUrl\": null, "
+        "\"createdAt\": 1767225600000, \"updatedAt\": 1767225600000, \"pages\": []}";
+    static const char group_key[] = "Z999999", seen[] = "_seen\x1f" "c3";
+    for (int32_t p = 0; p < in->partitions; p++) {
+        produce_changelog(p, book_key, sizeof(book_key) - 1, torn_book, sizeof(torn_book) - 1);
+        produce_changelog(p, group_key, sizeof(group_key) - 1, seen, sizeof(seen) - 1);
+    }
+
+    /* The next owner: its first batch on u3's partition (book b103). */
+    wipe_local_state();
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_created(103);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+
+    /* A later restore reads the torn records before that batch: they must
+     * not count. Else book b3 would exist ("TORN") and event c3, taken for a
+     * duplicate, would be dropped. */
+    wipe_local_state();
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_created(3);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(dlq_size(), 0, "see %s", tp.log);
+    char out[4096];
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
+                                      "storybook:book:b3"), 0);
+    json_t *book = json_loads(out, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(book, "title")), "T3", "%s (see %s)", out,
+                     tp.log);
     json_decref(book);
     cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
                                       "storybook:book:b103"), 0);
