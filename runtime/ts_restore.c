@@ -285,7 +285,8 @@ static ts_err ts_restore_pending(ts_restore *r, ts_restore_chunk *c, ts_buf *q) 
  * ahead of its next batch's records instead ('U' key, ts_state.h). Else a
  * later restore would take them as part of that batch: state of events not
  * applied yet (an event id among them would be taken for a duplicate). */
-static ts_err ts_restore_undo_list(ts_restore *r, const ts_restore_chunk *c, ts_buf *u) {
+static ts_err ts_restore_undo_list(ts_restore *r, const ts_restore_chunk *c, ts_buf *u,
+                                   size_t *n) {
     size_t idlen = strlen(r->task_id);
     ts_buf ckey = {0};
     for (size_t i = c->n_complete; i < c->n; i++) {
@@ -295,12 +296,14 @@ static ts_err ts_restore_undo_list(ts_restore *r, const ts_restore_chunk *c, ts_
         ts_buf_put(&ckey, key, 1);
         ts_buf_put(&ckey, key + 2 + idlen, c->ops[i].klen - 2 - idlen);
         ts_buf_field(u, &(ts_bytes){ckey.data, ckey.len});
+        (*n)++;
     }
     for (size_t at = 0; at < c->torn_groups.len;) {
         const char *key = c->torn_groups.data + at;
         size_t klen = strlen(key);
         ts_buf_field(u, &(ts_bytes){(char *)key, klen});
         at += klen + 1;
+        (*n)++;
     }
     ts_err rc = u->failed || ckey.failed ? TS_E_NOMEM : TS_OK;
     ts_buf_close(&ckey);
@@ -317,10 +320,11 @@ static ts_err ts_restore_undo_list(ts_restore *r, const ts_restore_chunk *c, ts_
  * the flush is on the critical path, the WAL append is not much.) */
 static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end) {
     int torn = c->n > c->n_complete || c->torn_groups.len > 0;
+    size_t torn_keys = 0;
     ts_buf q = {0}, u = {0};
     ts_err rc = TS_OK;
     if (end >= 0 && torn)
-        rc = c->mark ? ts_restore_pending(r, c, &q) : ts_restore_undo_list(r, c, &u);
+        rc = c->mark ? ts_restore_pending(r, c, &q) : ts_restore_undo_list(r, c, &u, &torn_keys);
     c->n = c->n_complete; /* drop the torn batch, if any */
     if (rc == TS_OK)
         rc = ts_restore_chunk_write(r, c);
@@ -350,6 +354,10 @@ static ts_err ts_restore_finish(ts_restore *r, ts_restore_chunk *c, int64_t end)
             ts_state_batch_put(wb, key, idlen + 1, c->mark->payload, c->mark->len);
     }
     if (u.len > 0) {
+        ts_log_info(r->task_id,
+                    "the changelog holds a torn first batch (%zu keys, no marker): they are "
+                    "deleted there ahead of the next batch",
+                    torn_keys);
         key[0] = 'U';
         ts_state_batch_put(wb, key, idlen + 1, u.data, u.len);
     }

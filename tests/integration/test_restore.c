@@ -373,6 +373,7 @@ Test(restore, a_torn_first_batch_is_undone_by_the_next_owner) {
     cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
     produce_created(103);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert(log_has("holds a torn first batch (3 keys"), "see %s", tp.log);
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
 
     /* A later restore reads the torn records before that batch: they must
