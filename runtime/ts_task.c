@@ -202,7 +202,7 @@ static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     free(val);
     if ((rc != TS_OK && rc != TS_E_NOTFOUND) || task->undo.failed) {
         snprintf(err, errlen, "task %s: cannot read the changelog keys to undo", task->id);
-        return rc == TS_E_NOTFOUND ? TS_E_NOMEM : rc;
+        return task->undo.failed ? TS_E_NOMEM : rc;
     }
 
     val = NULL;
