@@ -245,6 +245,45 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
     return TS_OK;
 }
 
+/* Calls `each` with the changelog key of every record of the torn batch
+ * (after the last marker, or with none before it): its state records
+ * (group 0), then its group records (group 1). @returns TS_E_NOMEM when a
+ * key could not be made. */
+static ts_err ts_restore_torn_keys(ts_restore *r, const ts_restore_chunk *c,
+                                   void (*each)(void *arg, const ts_bytes *ckey, int group),
+                                   void *arg) {
+    size_t idlen = strlen(r->task_id);
+    ts_buf ckey = {0};
+    for (size_t i = c->n_complete; i < c->n; i++) {
+        /* Local key tag + task_id + NUL + rest; changelog key tag + rest. */
+        const char *key = c->arena.data + c->ops[i].koff;
+        ts_buf_reset(&ckey);
+        ts_buf_put(&ckey, key, 1);
+        ts_buf_put(&ckey, key + 2 + idlen, c->ops[i].klen - 2 - idlen);
+        if (!ckey.failed)
+            each(arg, &(ts_bytes){ckey.data, ckey.len}, 0);
+    }
+    for (size_t at = 0; at < c->torn_groups.len;) {
+        const char *key = c->torn_groups.data + at;
+        size_t klen = strlen(key);
+        each(arg, &(ts_bytes){(char *)key, klen}, 1);
+        at += klen + 1;
+    }
+    ts_err rc = ckey.failed ? TS_E_NOMEM : TS_OK;
+    ts_buf_close(&ckey);
+    return rc;
+}
+
+/* A state key is re-sent with its restored value, read back when it is
+ * sent; a group record is deleted. */
+static void ts_restore_pending_add(void *arg, const ts_bytes *ckey, int group) {
+    static const ts_bytes tombstone = {NULL, 0};
+    if (group)
+        ts_pending_add_inline(arg, ckey, &tombstone);
+    else
+        ts_pending_add_ref(arg, ckey);
+}
+
 /* The pending effects to store for the last marker. Records after it are a
  * torn batch: the instance that wrote them died before its marker. They stay
  * in the changelog, and the next owner's batches follow them, so a later
@@ -257,26 +296,20 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
 static ts_err ts_restore_pending(ts_restore *r, ts_restore_chunk *c, ts_buf *q) {
     ts_bytes marker = {c->mark->payload, c->mark->len};
     ts_pending_begin_marker(q, &marker);
-    size_t idlen = strlen(r->task_id);
-    ts_buf ckey = {0};
-    for (size_t i = c->n_complete; i < c->n; i++) {
-        /* Local key tag + task_id + NUL + rest; changelog key tag + rest. */
-        const char *key = c->arena.data + c->ops[i].koff;
-        ts_buf_reset(&ckey);
-        ts_buf_put(&ckey, key, 1);
-        ts_buf_put(&ckey, key + 2 + idlen, c->ops[i].klen - 2 - idlen);
-        ts_pending_add_ref(q, &(ts_bytes){ckey.data, ckey.len});
-    }
-    const ts_bytes tombstone = {NULL, 0};
-    for (size_t at = 0; at < c->torn_groups.len;) {
-        const char *key = c->torn_groups.data + at;
-        size_t klen = strlen(key);
-        ts_pending_add_inline(q, &(ts_bytes){(char *)key, klen}, &tombstone);
-        at += klen + 1;
-    }
-    ts_err rc = q->failed || ckey.failed ? TS_E_NOMEM : TS_OK;
-    ts_buf_close(&ckey);
-    return rc;
+    ts_err rc = ts_restore_torn_keys(r, c, ts_restore_pending_add, q);
+    return rc == TS_OK && q->failed ? TS_E_NOMEM : rc;
+}
+
+typedef struct ts_restore_undo {
+    ts_buf *list;
+    size_t n;
+} ts_restore_undo;
+
+static void ts_restore_undo_add(void *arg, const ts_bytes *ckey, int group) {
+    (void)group; /* with no value to restore, every key is deleted */
+    ts_restore_undo *u = arg;
+    ts_buf_field(u->list, ckey);
+    u->n++;
 }
 
 /* The changelog keys of a torn batch (its records and group records, as
@@ -285,29 +318,12 @@ static ts_err ts_restore_pending(ts_restore *r, ts_restore_chunk *c, ts_buf *q) 
  * ahead of its next batch's records instead ('U' key, ts_state.h). Else a
  * later restore would take them as part of that batch: state of events not
  * applied yet (an event id among them would be taken for a duplicate). */
-static ts_err ts_restore_undo_list(ts_restore *r, const ts_restore_chunk *c, ts_buf *u,
+static ts_err ts_restore_undo_list(ts_restore *r, const ts_restore_chunk *c, ts_buf *list,
                                    size_t *n) {
-    size_t idlen = strlen(r->task_id);
-    ts_buf ckey = {0};
-    for (size_t i = c->n_complete; i < c->n; i++) {
-        /* Local key tag + task_id + NUL + rest; changelog key tag + rest. */
-        const char *key = c->arena.data + c->ops[i].koff;
-        ts_buf_reset(&ckey);
-        ts_buf_put(&ckey, key, 1);
-        ts_buf_put(&ckey, key + 2 + idlen, c->ops[i].klen - 2 - idlen);
-        ts_buf_field(u, &(ts_bytes){ckey.data, ckey.len});
-        (*n)++;
-    }
-    for (size_t at = 0; at < c->torn_groups.len;) {
-        const char *key = c->torn_groups.data + at;
-        size_t klen = strlen(key);
-        ts_buf_field(u, &(ts_bytes){(char *)key, klen});
-        at += klen + 1;
-        (*n)++;
-    }
-    ts_err rc = u->failed || ckey.failed ? TS_E_NOMEM : TS_OK;
-    ts_buf_close(&ckey);
-    return rc;
+    ts_restore_undo u = {list, 0};
+    ts_err rc = ts_restore_torn_keys(r, c, ts_restore_undo_add, &u);
+    *n = u.n;
+    return rc == TS_OK && list->failed ? TS_E_NOMEM : rc;
 }
 
 /* Ends the restore: the complete batches still held are written, and only
