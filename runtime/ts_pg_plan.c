@@ -286,13 +286,22 @@ const ts_effect *ts_pg_plan_first(const ts_pg_plan *plan, const ts_effects *effs
     return ts_effects_at(effs, plan->rows[plan->stmts[s].at]);
 }
 
-void ts_pg_plan_stmt_key(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_buf *key) {
+/* The first row of statement `s`, unpacked into the scratch's columns, or
+ * NULL with `out` marked failed. */
+static const ts_effect *ts_pg_plan_stmt_row(ts_pg_plan *plan, const ts_effects *effs, size_t s,
+                                            ts_buf *out, size_t *ncols, size_t *nkey) {
     const ts_effect *e = ts_pg_plan_first(plan, effs, s);
+    if (ts_pg_plan_cols(plan, e, ncols, nkey) == 0)
+        return e;
+    out->failed = 1;
+    return NULL;
+}
+
+void ts_pg_plan_stmt_key(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_buf *key) {
     size_t ncols, nkey;
-    if (ts_pg_plan_cols(plan, e, &ncols, &nkey) != 0) {
-        key->failed = 1;
+    const ts_effect *e = ts_pg_plan_stmt_row(plan, effs, s, key, &ncols, &nkey);
+    if (!e)
         return;
-    }
     const ts_rowcol *cols = plan->scratch->cols;
     size_t head[3] = {(size_t)e->kind, plan->stmts[s].n, nkey};
     ts_buf_put(key, head, sizeof(head));
@@ -310,12 +319,10 @@ void ts_pg_plan_stmt_key(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_
 }
 
 void ts_pg_plan_sql(ts_pg_plan *plan, const ts_effects *effs, size_t s, ts_buf *sql) {
-    const ts_effect *e = ts_pg_plan_first(plan, effs, s);
     size_t ncols, nkey;
-    if (ts_pg_plan_cols(plan, e, &ncols, &nkey) != 0) {
-        sql->failed = 1;
+    const ts_effect *e = ts_pg_plan_stmt_row(plan, effs, s, sql, &ncols, &nkey);
+    if (!e)
         return;
-    }
     if (e->kind == TS_EFF_ROW_UPSERT)
         ts_pg_plan_upsert_sql(sql, &e->a, plan->scratch->cols, ncols, nkey, plan->stmts[s].n);
     else
