@@ -24,10 +24,10 @@
  * before the next batch, where a later restore reads them in the middle; a
  * torn first batch of a partition, with no marker before it to re-send
  * with, leaves the list of its keys instead ('U' key), which the task
- * deletes in the changelog ahead of its next batch's records),
- * and the end read becomes the stored end; all three are written after
- * everything else. A cancelled restore keeps the complete batches it read,
- * with their position, but no end (the next assignment restores again).
+ * deletes in the changelog ahead of its next batch's records), and the end
+ * read becomes the stored end; these are written after everything else. A
+ * cancelled restore keeps the complete batches it read, with their
+ * position, but no end (the next assignment restores again).
  *
  * This does not trust the group's committed offset: a commit can fail (during
  * a rebalance) or be lost (a crash after the acknowledgement), so it can lag
