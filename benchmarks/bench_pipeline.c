@@ -204,8 +204,11 @@ static pid_t bench_perf_start(const char *out, pid_t target) {
         }
         /* DWARF unwinding: the libraries have no frame pointers, and without
          * them the time spent in libc and jansson has no caller. */
-        execlp("perf", "perf", "record", "-q", "-F", "199", "--call-graph", "dwarf,16384", "-p",
-               p, "-o", out, (char *)NULL);
+        /* TS_BENCH_PERF_EVENT samples another event instead of CPU time
+         * (e.g. page-faults, to find who touches fresh memory). */
+        const char *event = getenv("TS_BENCH_PERF_EVENT");
+        execlp("perf", "perf", "record", "-q", "-F", "199", "--call-graph", "dwarf,16384", "-e",
+               event ? event : "cpu-clock", "-p", p, "-o", out, (char *)NULL);
         _exit(127);
     }
     return pid;
