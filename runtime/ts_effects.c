@@ -42,6 +42,7 @@ struct ts_effects {
     ts_effects_slot *slots;
     size_t count, cap;
     size_t bytes; /* payload bytes of every effect, dead ones included */
+    size_t keyed; /* what encoding them all with views by key would take */
     ts_effects_target *targets;
     ts_arena_chunk *chunks; /* the first one is the one being filled */
 };
@@ -99,6 +100,7 @@ ts_effects *ts_effects_create(void) { return calloc(1, sizeof(ts_effects)); }
 void ts_effects_clear(ts_effects *effs) {
     effs->count = 0;
     effs->bytes = 0;
+    effs->keyed = 0;
     HASH_CLEAR(hh, effs->targets); /* the targets live in the arena */
     ts_arena_reset(effs);
 }
@@ -186,6 +188,15 @@ static size_t ts_effects_target_key(ts_effects *effs, const ts_effect *eff, char
     return at;
 }
 
+/* What ts_effects_encode_to writes for `e`: kind, number, four length
+ * prefixes and the bytes (without a view set's value when by key). */
+#define TS_EFFECTS_ENCODED_HEAD (1 + sizeof(double) + 4 * sizeof(uint32_t))
+
+static size_t ts_effects_keyed_size(const ts_effect *e) {
+    size_t value = e->kind == TS_EFF_VIEW_SET ? 0 : e->b.len;
+    return TS_EFFECTS_ENCODED_HEAD + e->a.len + value + e->c.len + e->d.len;
+}
+
 ts_err ts_effects_add(ts_effects *effs, ts_effect_kind kind, const ts_bytes *a,
                       const ts_bytes *b, const ts_bytes *c, const ts_bytes *d, double num) {
     if (effs->count == effs->cap) {
@@ -206,6 +217,7 @@ ts_err ts_effects_add(ts_effects *effs, ts_effect_kind kind, const ts_bytes *a,
         return TS_E_NOMEM;
 
     effs->bytes += slot->eff.a.len + slot->eff.b.len + slot->eff.c.len + slot->eff.d.len;
+    effs->keyed += ts_effects_keyed_size(&slot->eff);
     char *tkey = NULL;
     size_t tlen = ts_effects_target_key(effs, &slot->eff, &tkey);
     if (tlen) {
@@ -244,10 +256,14 @@ void ts_effects_rollback(ts_effects *effs, size_t mark) {
             }
         }
         effs->bytes -= slot->eff.a.len + slot->eff.b.len + slot->eff.c.len + slot->eff.d.len;
+        effs->keyed -= ts_effects_keyed_size(&slot->eff);
     }
 }
 
-size_t ts_effects_bytes(const ts_effects *effs) { return effs->bytes; }
+size_t ts_effects_encoded_max(const ts_effects *effs, int flags) {
+    size_t all = effs->bytes + effs->count * TS_EFFECTS_ENCODED_HEAD;
+    return 4 + (flags & TS_EFFECTS_VIEWS_BY_KEY ? effs->keyed : all); /* 4: the magic */
+}
 
 size_t ts_effects_count(const ts_effects *effs) { return effs->count; }
 
@@ -256,9 +272,11 @@ const ts_effect *ts_effects_at(const ts_effects *effs, size_t i) { return &effs-
 ts_err ts_effects_set_b(ts_effects *effs, size_t i, const ts_bytes *b) {
     ts_effect *eff = &effs->slots[i].eff;
     effs->bytes -= eff->b.len;
+    effs->keyed -= ts_effects_keyed_size(eff);
     if (ts_bytes_copy(effs, &eff->b, b))
         return TS_E_NOMEM;
     effs->bytes += eff->b.len;
+    effs->keyed += ts_effects_keyed_size(eff);
     return TS_OK;
 }
 

@@ -58,9 +58,6 @@ size_t ts_effects_mark(const ts_effects *effs);
 /** Removes every effect added after `mark` and revives what they superseded. */
 void ts_effects_rollback(ts_effects *effs, size_t mark);
 
-/** Payload bytes of all effects (dead ones included): bounds a batch's size. */
-size_t ts_effects_bytes(const ts_effects *effs);
-
 /** Number of effects, dead ones included; ts_effects_at(i) for i < count. */
 size_t ts_effects_count(const ts_effects *effs);
 const ts_effect *ts_effects_at(const ts_effects *effs, size_t i);
@@ -77,6 +74,9 @@ size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind);
 /** Appends the serialized live effects (a blob) to `out`; TS_E_NOMEM if it
  * failed (then out->failed is set). `flags`: 0 or TS_EFFECTS_VIEWS_BY_KEY. */
 ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out, int flags);
+/** At most how many bytes ts_effects_encode_to would append with `flags`
+ * (dead effects counted too): bounds the size of a blob before it is made. */
+size_t ts_effects_encoded_max(const ts_effects *effs, int flags);
 /** Appends the effects of a blob made by ts_effects_encode_to, as they were
  * written (a view set by key has an absent value). TS_E_DECODE if malformed. */
 ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len);

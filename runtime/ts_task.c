@@ -28,9 +28,14 @@
 #include "ts_pending.h"
 
 #define TS_TASK_SEEN_STORE "_seen" /* event ids already applied, for dedup */
-/* A batch closes once its effects reach this size: its changelog marker,
- * which carries them, must stay well below Kafka's 1 MB message limit. */
-#define TS_TASK_MAX_BATCH_BYTES (256 * 1024)
+/* A batch closes once its changelog marker, which carries its effects (views
+ * by key), could reach this size: the marker must stay below Kafka's 1 MB
+ * message limit, with room for the effects of the event that crosses it.
+ * The bound is on the marker, not on all effects: batches closed at 256 KiB
+ * of effects (view values included) were ~3x smaller, and bigger ones cost
+ * less per event (a hot key's state, view and changelog record are written
+ * once per batch): 42K -> 49K events/s on the 1M stream. */
+#define TS_TASK_MAX_MARKER_BYTES (768 * 1024)
 /* Records waiting below which a batch is decided without a slot. */
 #define TS_TASK_SMALL_BATCH 128
 
@@ -1057,7 +1062,7 @@ static void ts_task_unshift(ts_task *task, rd_kafka_message_t **msgs, size_t n) 
 }
 
 /* Step 1, on a pool thread: the processor over the batch's records, then the
- * batch written. Stops early once the effects reach TS_TASK_MAX_BATCH_BYTES,
+ * batch written. Stops early once the marker could reach TS_TASK_MAX_MARKER_BYTES,
  * or once the records took the host's max_ms (looked at every 8 records):
  * the batch's first views then wait at most that long for the rest. */
 static void ts_task_decide_work(uv_work_t *req) {
@@ -1068,7 +1073,9 @@ static void ts_task_decide_work(uv_work_t *req) {
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     size_t i = 0;
-    for (; i < task->batch_len && ts_effects_bytes(task->effs) < TS_TASK_MAX_BATCH_BYTES; i++) {
+    for (; i < task->batch_len && ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY) <
+                                      TS_TASK_MAX_MARKER_BYTES;
+         i++) {
         if (i > 0 && i % 8 == 0 && task->host->max_ms > 0 &&
             ts_task_ms_since(&start) >= task->host->max_ms)
             break;

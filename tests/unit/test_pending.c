@@ -145,3 +145,46 @@ Test(pending, truncated_or_unknown_records_are_refused) {
     ts_effects_destroy(effs);
     ts_buf_close(&q);
 }
+
+/* The bytes ts_effects_encode_to appends for `effs` with `flags`. */
+static size_t encoded_len(const ts_effects *effs, int flags) {
+    ts_buf out = {0};
+    cr_assert_eq(ts_effects_encode_to(effs, &out, flags), TS_OK);
+    size_t len = out.len;
+    ts_buf_close(&out);
+    return len;
+}
+
+/* A task closes its batch by this bound, so that its marker (views by key)
+ * stays below Kafka's message limit: it must never be below the real size. */
+Test(pending, the_encoded_size_is_bounded_before_the_blob_is_made) {
+    ts_effects *effs = ts_effects_create();
+    char big[4096];
+    memset(big, 'x', sizeof(big));
+    ts_bytes view = ts_bytes_str("books:u1"), value = {big, sizeof(big)};
+    ts_bytes table = ts_bytes_str("orders"), key = ts_bytes_str("o-7"), body = {big, 100};
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &view, &value, NULL, NULL, 0), TS_OK);
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_EMIT, &table, &key, &body, NULL, 0), TS_OK);
+    /* With no dead effect, the bound is the size. */
+    cr_expect_eq(ts_effects_encoded_max(effs, 0), encoded_len(effs, 0));
+    cr_expect_eq(ts_effects_encoded_max(effs, TS_EFFECTS_VIEWS_BY_KEY),
+                 encoded_len(effs, TS_EFFECTS_VIEWS_BY_KEY));
+    cr_expect_lt(ts_effects_encoded_max(effs, TS_EFFECTS_VIEWS_BY_KEY), 1000,
+                 "by key, a view's value is not counted");
+
+    /* A view set again (the first one dead), one rolled back, one whose
+     * value comes later (a deferred view). */
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &view, &body, NULL, NULL, 0), TS_OK);
+    size_t kept = ts_effects_mark(effs);
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_EMIT, &table, &key, &value, NULL, 0), TS_OK);
+    ts_effects_rollback(effs, kept);
+    ts_bytes later = ts_bytes_str("later:1");
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &later, NULL, NULL, NULL, 0), TS_OK);
+    cr_assert_eq(ts_effects_set_b(effs, kept, &value), TS_OK);
+    for (int flags = 0; flags <= TS_EFFECTS_VIEWS_BY_KEY; flags++)
+        cr_expect_geq(ts_effects_encoded_max(effs, flags), encoded_len(effs, flags),
+                      "flags %d: the bound is below the real size", flags);
+    cr_expect_lt(ts_effects_encoded_max(effs, TS_EFFECTS_VIEWS_BY_KEY), 1000);
+    cr_expect_gt(ts_effects_encoded_max(effs, 0), 2 * sizeof(big));
+    ts_effects_destroy(effs);
+}
