@@ -42,10 +42,6 @@ struct ts_state_batch {
     size_t n, cap;
     ts_buf bytes;
     int failed; /* out of memory: the batch is incomplete and must not be written */
-    /* RocksDB's copy, kept from write to write: a fresh one grew its buffer
-     * by doubling in every write, each step on pages never touched before
-     * (a page fault each, ~a quarter of the runtime's faults). */
-    rocksdb_writebatch_t *rocks;
 };
 
 void ts_state_close(ts_state *st) {
@@ -171,8 +167,6 @@ void ts_state_batch_destroy(ts_state_batch *b) {
         return;
     free(b->ops);
     ts_buf_close(&b->bytes);
-    if (b->rocks)
-        rocksdb_writebatch_destroy(b->rocks);
     free(b);
 }
 
@@ -248,11 +242,7 @@ ts_err ts_state_write(ts_state *st, ts_state_batch *b) {
      * rely on order), and the last op of each key is the one written. */
     for (size_t i = 0; i < b->n; i++)
         b->ops[i].seq = i;
-    if (b->rocks)
-        rocksdb_writebatch_clear(b->rocks); /* keeps its buffer */
-    else if (!(b->rocks = rocksdb_writebatch_create()))
-        return TS_E_NOMEM;
-    rocksdb_writebatch_t *wb = b->rocks;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     for (size_t i = 0; i < b->n; i++) {
         const ts_state_batch_op *op = &b->ops[i];
         if (i + 1 < b->n && ts_state_key_cmp(bytes + op->key, op->klen, bytes + b->ops[i + 1].key,
@@ -265,6 +255,7 @@ ts_err ts_state_write(ts_state *st, ts_state_batch *b) {
     }
     char *rerr = NULL;
     rocksdb_write(st->db, st->wopts, wb, &rerr);
+    rocksdb_writebatch_destroy(wb);
     if (rerr) {
         ts_log_error("state", "write failed in %s: %s", st->dir, rerr);
         rocksdb_free(rerr);
@@ -383,6 +374,7 @@ ts_err ts_state_write_ops(ts_state *st, const ts_state_op *ops, size_t n) {
     }
     char *rerr = NULL;
     rocksdb_write(st->db, st->wopts, wb, &rerr);
+    rocksdb_writebatch_destroy(wb);
     if (rerr) {
         ts_log_error("state", "write failed in %s: %s", st->dir, rerr);
         rocksdb_free(rerr);
