@@ -131,3 +131,49 @@ Test(pipeline_storybook, restart_resumes_without_reapplying) {
     cr_assert_eq(n, 0, "a restart must not reject already-applied events (got %zu)", n);
     ts_testpipe_records_free(dlq, n);
 }
+
+/* A batch closes before its changelog marker, which carries its rows, could
+ * outgrow Kafka's 1 MB message limit: 60 pages of 30 KB for one user (one
+ * partition, one batch by batch.max_events) are ~1.8 MB of rows. */
+Test(pipeline_storybook, a_batch_of_large_rows_closes_under_the_message_limit) {
+    produce("{\"BookCreated\": {\"event_id\": \"w0\", \"book_id\": \"warm\", \"user_id\": \"u7\", "
+            "\"title\": \"Warm\", \"created_at\": \"2026-03-01T00:00:00.000Z\"}}");
+    wait_all();
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+
+    enum { BOOKS = 6, PAGES = 10, TEXT = 30000 };
+    char *text = malloc(TEXT + 1), *json = malloc(TEXT + 512);
+    cr_assert(text && json);
+    memset(text, 'p', TEXT);
+    text[TEXT] = '\0';
+    for (int b = 0; b < BOOKS; b++) {
+        snprintf(json, TEXT + 512,
+                 "{\"BookCreated\": {\"event_id\": \"big-%d\", \"book_id\": \"big-%d\", "
+                 "\"user_id\": \"u7\", \"title\": \"Big\", "
+                 "\"created_at\": \"2026-03-02T00:00:00.000Z\"}}",
+                 b, b);
+        produce(json);
+        for (int p = 1; p <= PAGES; p++) {
+            snprintf(json, TEXT + 512,
+                     "{\"PageUpserted\": {\"event_id\": \"big-%d-%d\", \"book_id\": \"big-%d\", "
+                     "\"user_id\": \"u7\", \"page_no\": %d, \"text\": \"%s\", "
+                     "\"updated_at\": \"2026-03-02T00:01:00.000Z\"}}",
+                     b, p, b, p, text);
+            produce(json);
+        }
+    }
+    free(text);
+    free(json);
+
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0,
+                 "the large batch was not written and acknowledged; see %s", tp.log);
+    char out[256];
+    sql(out, sizeof(out),
+        "SELECT count(*), sum(length(text)) FROM book_pages WHERE book_id LIKE 'big-%'");
+    cr_expect_str_eq(out, "60|1800000");
+    size_t n = 0;
+    rd_kafka_message_t **dlq = ts_testpipe_read_topic(&tp, TOPIC ".dlq", &n);
+    cr_expect_eq(n, 0, "nothing rejected (got %zu)", n);
+    ts_testpipe_records_free(dlq, n);
+}
