@@ -170,12 +170,6 @@ void ts_state_batch_destroy(ts_state_batch *b) {
     free(b);
 }
 
-void ts_state_batch_clear(ts_state_batch *b) {
-    b->n = 0;
-    b->failed = 0;
-    ts_buf_reset(&b->bytes);
-}
-
 static void ts_state_batch_add(ts_state_batch *b, const char *key, size_t klen, const char *val,
                                size_t vlen) {
     if (b->n == b->cap) {
@@ -210,8 +204,6 @@ void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const c
 void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen) {
     ts_state_batch_add(b, key, klen, NULL, 0);
 }
-
-size_t ts_state_batch_count(const ts_state_batch *b) { return b->n; }
 
 static int ts_state_key_cmp(const char *a, size_t alen, const char *b, size_t blen) {
     int c = memcmp(a, b, alen < blen ? alen : blen);

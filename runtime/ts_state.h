@@ -57,15 +57,12 @@ ts_err ts_state_get(ts_state *st, const char *key, size_t klen, char **val, size
  * the batch (TS_E_NOMEM). Create returns NULL when out of memory. */
 ts_state_batch *ts_state_batch_create(void);
 void ts_state_batch_destroy(ts_state_batch *b);
-/** Empties the batch for reuse, keeping its memory. */
-void ts_state_batch_clear(ts_state_batch *b);
 void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const char *val,
                         size_t vlen);
 void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen);
-size_t ts_state_batch_count(const ts_state_batch *b);
 /** Writes the batch atomically (no fsync; WAL on unless ts_state_skip_wal:
  * then it survives a clean close, else also a process kill).
- * The batch is left sorted by key; clear it before adding more. */
+ * The batch is left sorted by key: write it once, then destroy it. */
 ts_err ts_state_write(ts_state *st, ts_state_batch *b);
 
 /** Calls `fn` for each key starting with `prefix`, in key order; stops when
