@@ -34,7 +34,8 @@
  * The bound is on the marker, not on all effects: batches closed at 256 KiB
  * of effects (view values included) were ~3x smaller, and bigger ones cost
  * less per event (a hot key's state, view and changelog record are written
- * once per batch): 42K -> 49K events/s on the 1M stream. */
+ * once per batch): 44.9K -> 48.3K events/s on the 1M stream (medians of
+ * three interleaved pairs, benchmarks/PROFILE.md). */
 #define TS_TASK_MAX_MARKER_BYTES (768 * 1024)
 /* Records waiting below which a batch is decided without a slot. */
 #define TS_TASK_SMALL_BATCH 128
