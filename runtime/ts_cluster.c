@@ -150,8 +150,10 @@ static ts_err ts_cluster_create_topics(rd_kafka_t *rk, const char *const *names,
             goto done;
         }
         if (compacted && compacted[i] &&
-            rd_kafka_NewTopic_set_config(new_topics[j], "cleanup.policy", "compact")) {
-            snprintf(err, errlen, "create topics: %s: cannot set cleanup.policy", names[i]);
+            (rd_kafka_NewTopic_set_config(new_topics[j], "cleanup.policy", "compact") ||
+             rd_kafka_NewTopic_set_config(new_topics[j], "max.message.bytes",
+                                          TS_KCONF_MAX_MESSAGE_BYTES))) {
+            snprintf(err, errlen, "create topics: %s: cannot set its config", names[i]);
             goto done;
         }
     }

@@ -486,6 +486,7 @@ static ts_err ts_kafka_sink_conf(ts_kafka_sink *ks, const char *brokers,
         /* No delivery timeout: librdkafka keeps retrying in order, so a
          * batch's changelog records always precede its marker. */
         {"message.timeout.ms", "0"},
+        {"message.max.bytes", TS_KCONF_MAX_MESSAGE_BYTES},
     };
     ts_err rc = TS_OK;
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]) && !rc; i++)

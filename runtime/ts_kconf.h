@@ -17,6 +17,14 @@
 
 #include "ts_error.h"
 
+/* The largest message the runtime produces, and what the changelog topics it
+ * creates accept (max.message.bytes): a batch's changelog marker carries its
+ * effects, and a task closes its batch near 768 KiB of marker, but the views
+ * its renders set are only known once the batch ends, and a single event may
+ * be large: Kafka's default 1 MB limit would stop the partition for good
+ * (every retry refused). Topics created by hand need the same setting. */
+#define TS_KCONF_MAX_MESSAGE_BYTES "16777216"
+
 /** Builds a new librdkafka conf.
  *
  * @param brokers       bootstrap list "host:port,..."; NULL or "" leaves

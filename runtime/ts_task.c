@@ -29,8 +29,11 @@
 
 #define TS_TASK_SEEN_STORE "_seen" /* event ids already applied, for dedup */
 /* A batch closes once its changelog marker, which carries its effects (views
- * by key), could reach this size: the marker must stay below Kafka's 1 MB
- * message limit, with room for the effects of the event that crosses it.
+ * by key), could reach this size: the marker is one Kafka message, and this
+ * keeps it under Kafka's usual 1 MB limit with room for the event that
+ * crosses the bound. The views of the batch's renders join the marker only
+ * when the batch ends, so the producer and the changelog topics accept more
+ * (TS_KCONF_MAX_MESSAGE_BYTES): a large marker must never stop a partition.
  * The bound is on the marker, not on all effects: batches closed at 256 KiB
  * of effects (view values included) were ~3x smaller, and bigger ones cost
  * less per event (a hot key's state, view and changelog record are written

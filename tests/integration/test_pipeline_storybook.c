@@ -132,46 +132,79 @@ Test(pipeline_storybook, restart_resumes_without_reapplying) {
     ts_testpipe_records_free(dlq, n);
 }
 
-/* A batch closes before its changelog marker, which carries its rows, could
- * outgrow Kafka's 1 MB message limit: 60 pages of 30 KB for one user (one
- * partition, one batch by batch.max_events) are ~1.8 MB of rows. */
-Test(pipeline_storybook, a_batch_of_large_rows_closes_under_the_message_limit) {
+/* Produces a PageUpserted of `text` for page `page` of book `book` of user u7. */
+static void produce_page(const char *book, int page, const char *event_id, const char *text) {
+    size_t cap = strlen(text) + 512;
+    char *json = malloc(cap);
+    cr_assert(json);
+    snprintf(json, cap,
+             "{\"PageUpserted\": {\"event_id\": \"%s\", \"book_id\": \"%s\", "
+             "\"user_id\": \"u7\", \"page_no\": %d, \"text\": \"%s\", "
+             "\"updated_at\": \"2026-03-02T00:01:00.000Z\"}}",
+             event_id, book, page, text);
+    produce(json);
+    free(json);
+}
+
+static void produce_book(const char *book) {
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"BookCreated\": {\"event_id\": \"c-%s\", \"book_id\": \"%s\", "
+             "\"user_id\": \"u7\", \"title\": \"Big\", "
+             "\"created_at\": \"2026-03-02T00:00:00.000Z\"}}",
+             book, book);
+    produce(json);
+}
+
+static char *text_of(size_t len) {
+    char *text = malloc(len + 1);
+    cr_assert(text);
+    memset(text, 'p', len);
+    text[len] = '\0';
+    return text;
+}
+
+/* A batch's changelog marker carries its rows. Input that waited (one user:
+ * one partition, one batch by batch.max_events) holds ~1.8 MB of rows in 60
+ * pages of 30 KB: the batch closes near 768 KiB of marker, more batches
+ * follow. Then two pages of 510 KB: the second crosses the bound, and their
+ * batch's marker (~1.02 MB) is over Kafka's default limit of 1,000,000 bytes,
+ * which the runtime's producer raises: a marker that size must not stop the
+ * partition. */
+Test(pipeline_storybook, batches_of_large_rows_are_written_and_acknowledged) {
     produce("{\"BookCreated\": {\"event_id\": \"w0\", \"book_id\": \"warm\", \"user_id\": \"u7\", "
             "\"title\": \"Warm\", \"created_at\": \"2026-03-01T00:00:00.000Z\"}}");
     wait_all();
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
 
-    enum { BOOKS = 6, PAGES = 10, TEXT = 30000 };
-    char *text = malloc(TEXT + 1), *json = malloc(TEXT + 512);
-    cr_assert(text && json);
-    memset(text, 'p', TEXT);
-    text[TEXT] = '\0';
-    for (int b = 0; b < BOOKS; b++) {
-        snprintf(json, TEXT + 512,
-                 "{\"BookCreated\": {\"event_id\": \"big-%d\", \"book_id\": \"big-%d\", "
-                 "\"user_id\": \"u7\", \"title\": \"Big\", "
-                 "\"created_at\": \"2026-03-02T00:00:00.000Z\"}}",
-                 b, b);
-        produce(json);
-        for (int p = 1; p <= PAGES; p++) {
-            snprintf(json, TEXT + 512,
-                     "{\"PageUpserted\": {\"event_id\": \"big-%d-%d\", \"book_id\": \"big-%d\", "
-                     "\"user_id\": \"u7\", \"page_no\": %d, \"text\": \"%s\", "
-                     "\"updated_at\": \"2026-03-02T00:01:00.000Z\"}}",
-                     b, p, b, p, text);
-            produce(json);
+    char book[32], id[32];
+    char *text = text_of(30000);
+    for (int b = 0; b < 6; b++) {
+        snprintf(book, sizeof(book), "big-%d", b);
+        produce_book(book);
+        for (int p = 1; p <= 10; p++) {
+            snprintf(id, sizeof(id), "big-%d-%d", b, p);
+            produce_page(book, p, id, text);
         }
     }
     free(text);
-    free(json);
+    text = text_of(510000);
+    produce_book("huge-0");
+    produce_book("huge-1");
+    produce_page("huge-0", 1, "huge-0-1", text);
+    produce_page("huge-1", 1, "huge-1-1", text);
+    free(text);
 
     cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0,
-                 "the large batch was not written and acknowledged; see %s", tp.log);
+                 "the large batches were not written and acknowledged; see %s", tp.log);
     char out[256];
     sql(out, sizeof(out),
         "SELECT count(*), sum(length(text)) FROM book_pages WHERE book_id LIKE 'big-%'");
     cr_expect_str_eq(out, "60|1800000");
+    sql(out, sizeof(out),
+        "SELECT count(*), sum(length(text)) FROM book_pages WHERE book_id LIKE 'huge-%'");
+    cr_expect_str_eq(out, "2|1020000");
     size_t n = 0;
     rd_kafka_message_t **dlq = ts_testpipe_read_topic(&tp, TOPIC ".dlq", &n);
     cr_expect_eq(n, 0, "nothing rejected (got %zu)", n);
