@@ -132,20 +132,22 @@ Test(pipeline_storybook, restart_resumes_without_reapplying) {
     ts_testpipe_records_free(dlq, n);
 }
 
-/* Produces a PageUpserted of `text` for page `page` of book `book` of user u7. */
-static void produce_page(const char *book, int page, const char *event_id, const char *text) {
+/* Produces a PageUpserted of `text` for page `page` of book `book` of user u7
+ * (event id "<book>-<page>"). */
+static void produce_page(const char *book, int page, const char *text) {
     size_t cap = strlen(text) + 512;
     char *json = malloc(cap);
     cr_assert(json);
     snprintf(json, cap,
-             "{\"PageUpserted\": {\"event_id\": \"%s\", \"book_id\": \"%s\", "
+             "{\"PageUpserted\": {\"event_id\": \"%s-%d\", \"book_id\": \"%s\", "
              "\"user_id\": \"u7\", \"page_no\": %d, \"text\": \"%s\", "
              "\"updated_at\": \"2026-03-02T00:01:00.000Z\"}}",
-             event_id, book, page, text);
+             book, page, book, page, text);
     produce(json);
     free(json);
 }
 
+/* Produces a BookCreated of book `book` for user u7 (event id "c-<book>"). */
 static void produce_book(const char *book) {
     char json[512];
     snprintf(json, sizeof(json),
@@ -172,27 +174,24 @@ static char *text_of(size_t len) {
  * which the runtime's producer raises: a marker that size must not stop the
  * partition. */
 Test(pipeline_storybook, batches_of_large_rows_are_written_and_acknowledged) {
-    produce("{\"BookCreated\": {\"event_id\": \"w0\", \"book_id\": \"warm\", \"user_id\": \"u7\", "
-            "\"title\": \"Warm\", \"created_at\": \"2026-03-01T00:00:00.000Z\"}}");
+    produce_book("warm");
     wait_all();
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
 
-    char book[32], id[32];
+    char book[32];
     char *text = text_of(30000);
     for (int b = 0; b < 6; b++) {
         snprintf(book, sizeof(book), "big-%d", b);
         produce_book(book);
-        for (int p = 1; p <= 10; p++) {
-            snprintf(id, sizeof(id), "big-%d-%d", b, p);
-            produce_page(book, p, id, text);
-        }
+        for (int p = 1; p <= 10; p++)
+            produce_page(book, p, text);
     }
     free(text);
     text = text_of(510000);
     produce_book("huge-0");
     produce_book("huge-1");
-    produce_page("huge-0", 1, "huge-0-1", text);
-    produce_page("huge-1", 1, "huge-1-1", text);
+    produce_page("huge-0", 1, text);
+    produce_page("huge-1", 1, text);
     free(text);
 
     cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
