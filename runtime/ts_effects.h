@@ -45,7 +45,8 @@ typedef struct ts_effects ts_effects;
 ts_effects *ts_effects_create(void);
 /** Frees the list and every effect; accepts NULL. */
 void ts_effects_destroy(ts_effects *effs);
-/** Drops every effect, keeping the allocation. */
+/** Drops every effect, keeping the allocation of a small list (a large one
+ * is given back). */
 void ts_effects_clear(ts_effects *effs);
 
 /** Appends an effect; the byte strings are copied. Coalesces as described above.

@@ -3,6 +3,7 @@
  * malformed records refused. */
 #include <criterion/criterion.h>
 #include <endian.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -186,5 +187,34 @@ Test(pending, the_encoded_size_is_bounded_before_the_blob_is_made) {
                       "flags %d: the bound is below the real size", flags);
     cr_expect_lt(ts_effects_encoded_max(effs, TS_EFFECTS_VIEWS_BY_KEY), 1000);
     cr_expect_gt(ts_effects_encoded_max(effs, 0), 2 * sizeof(big));
+    ts_effects_destroy(effs);
+}
+
+/* A cleared list gives a large slot array back (ts_effects_clear): what is
+ * added next, on a fresh array, still coalesces, rolls back and revives. */
+Test(pending, a_list_cleared_after_a_large_batch_works_as_new) {
+    ts_effects *effs = ts_effects_create();
+    char key[32];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 5000; i++) {
+            snprintf(key, sizeof(key), "v:%d", i % 2500);
+            ts_bytes view = ts_bytes_str(key), value = ts_bytes_str(round ? "new" : "old");
+            cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &view, &value, NULL, NULL, 0),
+                         TS_OK);
+        }
+        cr_expect_eq(ts_effects_count(effs), 5000);
+        cr_expect_eq(ts_effects_live(effs, 0), 2500, "round %d: sets of one key coalesce", round);
+        ts_effects_clear(effs);
+        cr_expect_eq(ts_effects_count(effs), 0);
+    }
+    ts_bytes view = ts_bytes_str("v:1"), first = ts_bytes_str("first"), second = ts_bytes_str("2");
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &view, &first, NULL, NULL, 0), TS_OK);
+    size_t mark = ts_effects_mark(effs);
+    cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &view, &second, NULL, NULL, 0), TS_OK);
+    cr_expect(ts_effects_at(effs, 0)->dead);
+    ts_effects_rollback(effs, mark);
+    cr_expect_eq(ts_effects_count(effs), 1);
+    cr_expect_not(ts_effects_at(effs, 0)->dead, "the rolled-back set revives the first");
+    cr_expect(bytes_eq(&ts_effects_at(effs, 0)->b, "first"));
     ts_effects_destroy(effs);
 }
