@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <inttypes.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
@@ -446,11 +447,20 @@ static int bench_latency(bench_ctx *b) {
             usleep(10000);
         double *lat = malloc((n ? n : 1) * sizeof(*lat));
         size_t got = 0;
+        /* TS_BENCH_LATENCY_DUMP=<file>: every probe as "rate sent_ns
+         * latency_us" (-1: never seen), to tell stalls from spread. */
+        const char *dump_path = getenv("TS_BENCH_LATENCY_DUMP");
+        FILE *dump = dump_path ? fopen(dump_path, ri == 0 ? "w" : "a") : NULL;
         for (size_t k = 0; k < n; k++) {
             int64_t a = atomic_load(&l.arrived_ns[base + k]);
             if (a)
                 lat[got++] = (double)(a - sent_ns[base + k]) / 1000.0;
+            if (dump)
+                fprintf(dump, "%.0f %" PRId64 " %.1f\n", rates[ri], sent_ns[base + k],
+                        a ? (double)(a - sent_ns[base + k]) / 1000.0 : -1.0);
         }
+        if (dump)
+            fclose(dump);
         json_t *p = bench_percentiles(lat, got);
         free(lat);
         json_object_set_new(p, "offered_per_s", json_real(rates[ri]));
