@@ -42,6 +42,7 @@
 
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,7 +217,7 @@ ts_err ts_ctx_set_uncached(ts_ctx *ctx, const char *store) {
     return TS_OK;
 }
 
-void ts_ctx_defer_views(ts_ctx *ctx) { ctx->defer_views = 1; }
+void ts_ctx_defer_views(ts_ctx *ctx, int defer) { ctx->defer_views = defer != 0; }
 
 /* Whether the current event deferred a view set. */
 static int ts_ctx_event_deferred(const ts_ctx *ctx) { return ctx->n_views > ctx->event_views; }
@@ -345,6 +346,18 @@ static ts_err ts_ctx_entry_sync(ts_ctx *ctx, ts_ctx_entry *e) {
     e->vlen = len;
     e->unsynced = 0;
     return TS_OK;
+}
+
+size_t ts_ctx_event_largest_write(ts_ctx *ctx) {
+    size_t largest = 0;
+    ts_ctx_entry *e, *tmp;
+    HASH_ITER(hh, ctx->event, e, tmp) {
+        if (ts_ctx_entry_sync(ctx, e) != TS_OK)
+            return SIZE_MAX;
+        if (e->klen + e->vlen > largest)
+            largest = e->klen + e->vlen;
+    }
+    return largest;
 }
 
 ts_err ts_ctx_writes_foreach(ts_ctx *ctx,

@@ -57,12 +57,19 @@ size_t ts_ctx_writes_count(const ts_ctx *ctx);
 void ts_ctx_writes_done(ts_ctx *ctx);
 /** Forgets the batch's writes (the batch is abandoned) and the whole cache. */
 void ts_ctx_writes_clear(ts_ctx *ctx);
-/** From now on a JSON view set (ts_ctx_view_set_json) keeps its document and
- * is serialized by ts_ctx_views_resolve, after the batch's last event, unless
- * a later event of the batch replaced it: in the benchmark's stream 73% of
- * view sets were replaced within their batch. The effect's value is absent
- * until then. */
-void ts_ctx_defer_views(ts_ctx *ctx);
+/** With `defer` set, from the next batch on a JSON view set
+ * (ts_ctx_view_set_json) keeps its document and is serialized by
+ * ts_ctx_views_resolve, after the batch's last event, unless a later event of
+ * the batch replaced it (in the benchmark's stream 73% of view sets were
+ * replaced within their batch), and renders run then too; the effect's value
+ * is absent until then. With `defer` 0 (the default) each is done at once.
+ * Change it only between batches. */
+void ts_ctx_defer_views(ts_ctx *ctx, int defer);
+/** Serializes the documents the current event wrote (each is serialized
+ * once however it is done) and @returns the size of its largest write, key
+ * and value, or SIZE_MAX when out of memory: what a task checks against the
+ * largest record its changelog takes. */
+size_t ts_ctx_event_largest_write(ts_ctx *ctx);
 /** Runs the view renders the batch asked for (ts_ctx_view_render), then gives
  * each deferred view set that is still live its value. Call after the batch's
  * last event, before its effects are read. On failure (TS_E_NOMEM: a view

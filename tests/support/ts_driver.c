@@ -448,7 +448,7 @@ ts_driver *ts_driver_create(const ts_processor_def *def, const char *params_json
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
-    ts_ctx_defer_views(d->ctx); /* as a task does */
+    ts_ctx_defer_views(d->ctx, 1); /* as a task does */
     return d;
 
 fail:

@@ -350,7 +350,7 @@ static void set_view(int64_t offset, const char *key, json_t *doc, ts_err result
 }
 
 Test(ctx, deferred_views_are_serialized_once_per_key_at_the_batch_end) {
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     set_view(1, "v", json_pack("{s:i}", "n", 1), TS_OK);
     set_view(2, "w", json_pack("{s:i}", "n", 2), TS_OK);
     set_view(3, "v", json_pack("{s:i}", "n", 3), TS_OK);
@@ -362,7 +362,7 @@ Test(ctx, deferred_views_are_serialized_once_per_key_at_the_batch_end) {
 }
 
 Test(ctx, a_rejected_event_takes_its_deferred_view_back) {
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     set_view(1, "v", json_pack("{s:i}", "n", 1), TS_OK);
     set_view(2, "v", json_pack("{s:i}", "n", 2), TS_E_REJECT);
     cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
@@ -386,7 +386,7 @@ Test(ctx, a_deferred_view_is_not_changed_by_later_events_changing_the_state_it_s
     store.keys[0] = strdup("s\x1fk");
     store.vals[0] = strdup("{\"tags\":[\"a\"]}");
     store.n = 1;
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     /* The view shares the state's array (as processors' views do, json_pack "O"). */
     ts_event first = {.type = "T", .topic = "t", .offset = 1};
     ts_ctx_event_begin(ctx, &first);
@@ -405,7 +405,7 @@ Test(ctx, a_deferred_view_is_not_changed_by_later_events_changing_the_state_it_s
 }
 
 Test(ctx, a_deferred_view_is_not_changed_when_its_event_rewrites_what_it_wrote) {
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     ts_event at = {.type = "T", .topic = "t", .offset = 1};
     ts_ctx_event_begin(ctx, &at);
     json_t *doc = json_pack("{s:[s]}", "tags", "a");
@@ -476,7 +476,7 @@ static int live_del(const char *key) {
 
 Test(ctx, a_render_runs_once_per_batch_from_the_final_state) {
     renders_run = 0;
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     store_and_render(1, "a", 1, TS_OK);
     store_and_render(2, "b", 2, TS_OK);
     store_and_render(3, "a", 3, TS_OK);
@@ -493,7 +493,7 @@ Test(ctx, a_render_runs_once_per_batch_from_the_final_state) {
 
 Test(ctx, a_rejected_event_takes_its_render_asks_back) {
     renders_run = 0;
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     store_and_render(1, "a", 1, TS_OK);
     store_and_render(2, "a", 2, TS_E_REJECT); /* repeats an ask: its version goes */
     store_and_render(3, "b", 3, TS_E_REJECT); /* a new ask: it goes entirely */
@@ -504,7 +504,7 @@ Test(ctx, a_rejected_event_takes_its_render_asks_back) {
 }
 
 Test(ctx, a_render_of_deleted_state_deletes_the_view) {
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     store_and_render(1, "a", 1, TS_OK);
     store_and_render(2, "a", -1, TS_OK);
     cr_assert_eq(ts_ctx_views_resolve(ctx), TS_OK);
@@ -520,10 +520,34 @@ Test(ctx, without_deferred_views_a_render_runs_at_once) {
 }
 
 Test(ctx, a_render_that_writes_state_fails_the_batch) {
-    ts_ctx_defer_views(ctx);
+    ts_ctx_defer_views(ctx, 1);
     ts_ctx_event_begin(ctx, &ev);
     cr_assert_eq(ts_ctx_view_render(ctx, render_writing, "a"), TS_OK);
     cr_assert_eq(ts_ctx_event_end(ctx, TS_OK, NULL), TS_OK);
     cr_assert_eq(ts_ctx_views_resolve(ctx), TS_E_STATE);
     cr_assert_eq(ts_ctx_writes_count(ctx), 0, "the render's write was refused");
+}
+
+/* What a task checks against the largest Kafka message: the current event's
+ * writes, key and serialized value, and only those. */
+Test(ctx, an_events_largest_write_is_measured_on_its_serialized_documents) {
+    json_t *small = json_pack("{s:i}", "n", 1);
+    write_doc("s", "earlier", small, TS_OK); /* another event's write */
+    ts_ctx_event_begin(ctx, &ev);
+    cr_expect_eq(ts_ctx_event_largest_write(ctx), 0, "nothing written yet");
+    json_t *big = json_pack("{s:s}", "text", "0123456789");
+    cr_assert_eq(ts_ctx_put_json(ctx, "s", "k", big), TS_OK);
+    cr_assert_eq(ts_ctx_put(ctx, "raw", "r", "abc", 3), TS_OK);
+    /* "s\x1fk" and {"text":"0123456789"} */
+    cr_expect_eq(ts_ctx_event_largest_write(ctx), 3 + 21);
+    cr_expect_eq(ts_ctx_event_end(ctx, TS_OK, NULL), TS_OK);
+    commit_batch();
+    size_t i = 0;
+    while (i < store.n && strcmp(store.keys[i], "s\x1fk") != 0)
+        i++;
+    cr_assert_lt(i, store.n);
+    cr_expect_str_eq(store.vals[i], "{\"text\":\"0123456789\"}",
+                     "the value measured is the one written");
+    json_decref(big);
+    json_decref(small);
 }
