@@ -9,6 +9,7 @@
 #include "ts_kconf.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ts_log.h"
@@ -100,4 +101,14 @@ ts_err ts_kconf_producer(rd_kafka_conf_t *conf, const json_t *kafka_config, char
     /* Every producer of the project partitions keys alike, and like Java
      * clients do: a key must land in one partition whoever writes it. */
     return ts_kconf_default(conf, kafka_config, "partitioner", "murmur2_random", err, errlen);
+}
+
+size_t ts_kconf_max_message_bytes(const json_t *kafka_config) {
+    const json_t *v = kafka_config ? json_object_get(kafka_config, "message.max.bytes") : NULL;
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 ? (size_t)json_integer_value(v) : 0;
+    const char *text = json_is_string(v) ? json_string_value(v) : TS_KCONF_MAX_MESSAGE_BYTES;
+    char *end;
+    long long n = strtoll(text, &end, 10);
+    return n > 0 && *end == '\0' ? (size_t)n : 0;
 }

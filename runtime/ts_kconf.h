@@ -25,6 +25,12 @@
  * (every retry refused). Topics created by hand need the same setting. */
 #define TS_KCONF_MAX_MESSAGE_BYTES "16777216"
 
+/** The largest message a producer of the runtime sends: `message.max.bytes`
+ * of `kafka_config` (NULL: none), else TS_KCONF_MAX_MESSAGE_BYTES.
+ * @returns bytes, or 0 when the setting is not a positive number (librdkafka
+ * refuses it when the producer is made). */
+size_t ts_kconf_max_message_bytes(const json_t *kafka_config);
+
 /** Builds a new librdkafka conf.
  *
  * @param brokers       bootstrap list "host:port,..."; NULL or "" leaves

@@ -40,6 +40,20 @@ Test(kconf, passes_properties_through) {
     json_decref(cfg);
 }
 
+/* What the runtime checks state values, views and output events against. */
+Test(kconf, the_largest_message_is_the_producers_message_max_bytes) {
+    cr_expect_eq(ts_kconf_max_message_bytes(NULL), 16777216);
+    json_t *cfg = json_pack("{s:s}", "client.id", "me");
+    cr_expect_eq(ts_kconf_max_message_bytes(cfg), 16777216, "the runtime's default");
+    json_object_set_new(cfg, "message.max.bytes", json_string("2000000"));
+    cr_expect_eq(ts_kconf_max_message_bytes(cfg), 2000000, "the user's, as a string");
+    json_object_set_new(cfg, "message.max.bytes", json_integer(3000000));
+    cr_expect_eq(ts_kconf_max_message_bytes(cfg), 3000000);
+    json_object_set_new(cfg, "message.max.bytes", json_string("2MB"));
+    cr_expect_eq(ts_kconf_max_message_bytes(cfg), 0, "not a number");
+    json_decref(cfg);
+}
+
 Test(kconf, names_the_bad_property) {
     struct {
         const char *json, *name;
