@@ -25,6 +25,7 @@
 #include "ts_avro.h"
 #include "ts_cluster.h"
 #include "ts_http.h"
+#include "ts_kconf.h"
 #include "ts_kafka_sink.h"
 #include "ts_log.h"
 #include "ts_metrics.h"
@@ -1240,6 +1241,7 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .sinks = rt->metered,
         .max_events = topo->batch_max_events,
         .max_ms = topo->batch_max_ms,
+        .max_message_bytes = ts_kconf_max_message_bytes(topo->kafka_config),
         .pause = ts_runtime_pause,
         .commit = ts_runtime_commit,
         .seek = ts_runtime_seek,

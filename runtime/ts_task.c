@@ -19,6 +19,7 @@
 #include "ts_task.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,8 @@
 #define TS_TASK_MAX_MARKER_BYTES (768 * 1024)
 /* Records waiting below which a batch is decided without a slot. */
 #define TS_TASK_SMALL_BATCH 128
+/* Room a changelog record's key, headers and framing take beside its value. */
+#define TS_TASK_RECORD_OVERHEAD 1024
 
 struct ts_task {
     const ts_task_host *host;
@@ -87,6 +90,8 @@ struct ts_task {
     size_t acks_wanted, acks_got;
     int flush_failed;
     int changelog_failed; /* out of memory while building the changelog */
+    int oversize;         /* the batch made a changelog record over the limit */
+    int careful;          /* re-deciding such a batch: every event is checked */
     int64_t gap_at;       /* the position a gap was last seen at */
     int gap_seeks;        /* times the source was sent back there */
 
@@ -281,7 +286,7 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->ctx = task->effs ? ts_ctx_create(&backend, task->effs, ts_task_encoder_for, task)
                            : NULL;
     if (task->ctx)
-        ts_ctx_defer_views(task->ctx);
+        ts_ctx_defer_views(task->ctx, 1);
     task->decoder = ts_decoder_create(spec->schemas, spec->input_schema);
     task->work.data = task;
     if (!task->state_prefix || !task->ctx || !task->decoder ||
@@ -463,6 +468,62 @@ void ts_task_reassign(ts_task *task) {
     }
 }
 
+/* ---- the largest Kafka message -----------------------------------------------
+ * A changelog record or marker over the producer's message.max.bytes is
+ * refused on every retry: the partition would never move again. Deciding
+ * finds such a record (the documents are serialized only then) and the batch
+ * is decided again, checking every event (ts_task_fits): the event that makes
+ * one goes to the DLQ, the others are applied as before. */
+
+/* The largest changelog value (with its key) that fits a message. */
+static size_t ts_task_record_room(const ts_task *task) {
+    size_t max = task->host->max_message_bytes;
+    if (max == 0)
+        return SIZE_MAX;
+    return max > TS_TASK_RECORD_OVERHEAD ? max - TS_TASK_RECORD_OVERHEAD : 0;
+}
+
+/* Where a batch closes: near TS_TASK_MAX_MARKER_BYTES of marker, or half the
+ * message limit when that is lower, so the event that crosses it has the
+ * other half (ts_task_fits). */
+static size_t ts_task_marker_bound(const ts_task *task) {
+    size_t half = ts_task_record_room(task) / 2;
+    return half < TS_TASK_MAX_MARKER_BYTES ? half : TS_TASK_MAX_MARKER_BYTES;
+}
+
+/* Whether the current event, which ended well, fits every message it makes:
+ * its writes and view values as changelog records, its share of the marker.
+ * @returns TS_OK, TS_E_REJECT (reason given to the context) or TS_E_NOMEM. */
+static ts_err ts_task_fits(ts_task *task, size_t mark, size_t marker_before) {
+    size_t room = ts_task_record_room(task);
+    if (room == SIZE_MAX)
+        return TS_OK;
+    size_t largest = ts_ctx_event_largest_write(task->ctx);
+    if (largest == SIZE_MAX)
+        return TS_E_NOMEM;
+    if (largest > room)
+        return ts_ctx_reject(task->ctx,
+                             "a state value of %zu bytes would exceed the largest Kafka "
+                             "message (message.max.bytes %zu) of the changelog",
+                             largest, task->host->max_message_bytes);
+    for (size_t i = mark; i < ts_effects_count(task->effs); i++) {
+        const ts_effect *e = ts_effects_at(task->effs, i);
+        size_t size = e->a.len + e->b.len + e->c.len + e->d.len;
+        if (!e->dead && size > room)
+            return ts_ctx_reject(task->ctx,
+                                 "a view, row or output event of %zu bytes would exceed "
+                                 "the largest Kafka message (message.max.bytes %zu)",
+                                 size, task->host->max_message_bytes);
+    }
+    size_t share = ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY) - marker_before;
+    if (share > room - ts_task_marker_bound(task))
+        return ts_ctx_reject(task->ctx,
+                             "its effects (%zu bytes) would not fit the batch's changelog "
+                             "marker (message.max.bytes %zu)",
+                             share, task->host->max_message_bytes);
+    return TS_OK;
+}
+
 /* Adds the DLQ record of a rejected or undecodable input: the input unchanged,
  * with the reason and its source position in headers. */
 static ts_err ts_task_dlq(ts_task *task, const rd_kafka_message_t *msg, const char *reason) {
@@ -537,7 +598,11 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
             return ts_ctx_event_end(task->ctx, rc, NULL);
     }
     const char *why = NULL;
+    size_t mark = ts_effects_mark(task->effs);
+    size_t marker_before = ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY);
     rc = task->spec->def->process(task->proc, task->ctx, &ev);
+    if (rc == TS_OK && task->careful)
+        rc = ts_task_fits(task, mark, marker_before);
     rc = ts_ctx_event_end(task->ctx, rc, &why);
     if (rc == TS_E_REJECT) {
         snprintf(reason, sizeof(reason), "%s", why);
@@ -573,6 +638,8 @@ static void ts_task_local(ts_task *task, ts_state_batch *wb, const char *key, si
         ts_state_batch_delete(wb, key, klen);
     if (!task->spec->changelog_topic)
         return;
+    if (ts_task_record_room(task) < klen + vlen)
+        task->oversize = 1;
     size_t skip = strlen(task->id) + 1; /* the id and its NUL, after the tag */
     if (klen - skip > task->ckeycap) {
         char *grown = realloc(task->ckeybuf, klen - skip);
@@ -744,7 +811,8 @@ static ts_err ts_task_mirror_drop(ts_task *task, ts_state_batch *wb, const ts_by
 }
 
 /* Mirrors the views among the first `n` effects (the processor's; the
- * changelog records appended behind them are not views). Writing locally
+ * changelog records appended behind them are not views), and finds output
+ * events too large to send. Writing locally
  * appends changelog records, which may move the list: effects are looked up
  * by index, and the byte strings (in the list's arena) do not move. */
 static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
@@ -785,6 +853,10 @@ static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
         case TS_EFF_ZREM_BELOW:
             view = e->a;
             rc = ts_task_mirror_drop(task, wb, &view, 1, e->num);
+            break;
+        case TS_EFF_EMIT: /* an output event or a DLQ record */
+            if (e->b.len + e->c.len + e->d.len > ts_task_record_room(task))
+                task->oversize = 1;
             break;
         default:
             break;
@@ -839,6 +911,7 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
         return TS_E_NOMEM;
     ts_pending_begin(&task->pending, first, next, task->effs);
     task->changelog_failed = 0;
+    task->oversize = 0;
     ts_buf_reset(&task->seen_group);
     void *pair[2] = {task, wb};
     ts_err rc = ts_task_undo_torn(task, wb);
@@ -856,6 +929,8 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
     if (rc == TS_OK && task->spec->changelog_topic) {
         ts_bytes topic = ts_bytes_str(task->spec->changelog_topic), key = {"M", 1};
         ts_bytes marker = ts_pending_marker(&task->pending);
+        if (marker.len > ts_task_record_room(task))
+            task->oversize = 1;
         rc = ts_effects_add(task->effs, TS_EFF_EMIT, &topic, &key, &marker, NULL,
                             (double)task->partition + 1);
     }
@@ -864,6 +939,8 @@ static ts_err ts_task_decide(ts_task *task, int64_t first, int64_t next) {
                            task->pending.len);
     else if (rc == TS_OK && task->pending_acked)
         ts_state_batch_delete(wb, task->pending_key, task->pending_key_len);
+    if (rc == TS_OK && task->oversize)
+        rc = TS_E_REJECT; /* decided again, event by event (ts_task_decide_records) */
     if (rc == TS_OK)
         ts_task_store_end(task, wb);
     if (rc == TS_OK)
@@ -1069,22 +1146,19 @@ static void ts_task_unshift(ts_task *task, rd_kafka_message_t **msgs, size_t n) 
     memcpy(task->buf + task->buf_head, msgs, n * sizeof(*msgs));
 }
 
-/* Step 1, on a pool thread: the processor over the batch's records, then the
- * batch written. Stops early once the marker could reach TS_TASK_MAX_MARKER_BYTES,
- * or once the records took the host's max_ms (looked at every 8 records):
- * the batch's first views then wait at most that long for the rest. */
-static void ts_task_decide_work(uv_work_t *req) {
-    ts_task *task = req->data;
-    task->batch_rc = TS_OK;
-    task->batch_first = -1;
-    task->batch_failed_at = -1;
+/* Runs the batch's first `end` records; when `bounded`, stops earlier once
+ * the marker could reach its bound or the records took the host's max_ms
+ * (looked at every 8 records: the batch's first views then wait at most that
+ * long for the rest). The records stay in the batch until it is decided (a
+ * batch may run them twice). @returns how many were run. */
+static size_t ts_task_apply_records(ts_task *task, size_t end, int bounded) {
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    size_t i = 0;
-    for (; i < task->batch_len && ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY) <
-                                      TS_TASK_MAX_MARKER_BYTES;
-         i++) {
-        if (i > 0 && i % 8 == 0 && task->host->max_ms > 0 &&
+    size_t bound = ts_task_marker_bound(task), i = 0;
+    for (; i < end; i++) {
+        if (bounded && ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY) >= bound)
+            break;
+        if (bounded && i > 0 && i % 8 == 0 && task->host->max_ms > 0 &&
             ts_task_ms_since(&start) >= task->host->max_ms)
             break;
         rd_kafka_message_t *msg = task->batch[i];
@@ -1101,11 +1175,48 @@ static void ts_task_decide_work(uv_work_t *req) {
         if (ts > task->batch_event_ms)
             task->batch_event_ms = ts;
         task->batch_next = msg->offset + 1;
-        rd_kafka_message_destroy(msg);
     }
-    task->batch_done = i;
-    if (task->batch_rc == TS_OK && task->batch_first >= 0)
+    return i;
+}
+
+/* Step 1, on a pool thread: the processor over the batch's records, then the
+ * batch written. A batch that made a record over the largest Kafka message
+ * is abandoned and run again with every event checked (ts_task_fits). */
+static void ts_task_decide_records(ts_task *task) {
+    task->batch_rc = TS_OK;
+    task->batch_first = -1;
+    task->batch_failed_at = -1;
+    task->batch_done = ts_task_apply_records(task, task->batch_len, 1);
+    if (task->batch_rc != TS_OK || task->batch_first < 0)
+        return;
+    task->batch_rc = ts_task_decide(task, task->batch_first, task->batch_next);
+    if (task->batch_rc == TS_OK || !task->oversize)
+        return;
+    ts_log_warn(task->id,
+                "offsets %" PRId64 "..%" PRId64 " made a changelog record over "
+                "message.max.bytes: deciding them again, event by event",
+                task->batch_first, task->batch_next - 1);
+    ts_effects_clear(task->effs); /* the context forgot the batch's writes */
+    task->stats.rejected = 0;
+    task->batch_rc = TS_OK;
+    task->batch_first = -1;
+    task->careful = 1;
+    ts_ctx_defer_views(task->ctx, 0);
+    size_t done = ts_task_apply_records(task, task->batch_done, 0);
+    ts_ctx_defer_views(task->ctx, 1);
+    task->careful = 0;
+    if (task->batch_rc == TS_OK && done == task->batch_done && task->batch_first >= 0)
         task->batch_rc = ts_task_decide(task, task->batch_first, task->batch_next);
+    else if (task->batch_rc == TS_OK)
+        task->batch_rc = TS_E_STATE; /* cannot happen: the same records ran before */
+}
+
+static void ts_task_decide_work(uv_work_t *req) {
+    ts_task *task = req->data;
+    ts_task_decide_records(task);
+    /* The records the batch took are done with (on this thread, not the loop's). */
+    for (size_t i = 0; i < task->batch_done; i++)
+        rd_kafka_message_destroy(task->batch[i]);
 }
 
 /* Step 1 done, back on the loop thread: flush what was decided. */

@@ -50,6 +50,10 @@ typedef struct ts_task_host {
     size_t n_sinks;
     int max_events;
     int max_ms; /* a batch stops taking records after this long; 0: no limit */
+    /* The largest message the Kafka sink produces (message.max.bytes), 0: no
+     * limit. A changelog record (a state or view value) over it could never
+     * be written: the event that makes one goes to the DLQ instead. */
+    size_t max_message_bytes;
     /** Pauses (pause != 0) or resumes the task's partition at the source. */
     void (*pause)(void *arg, ts_task *task, int pause);
     /** Makes the source fetch the task's partition again from `offset`. */

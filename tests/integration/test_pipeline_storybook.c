@@ -209,3 +209,61 @@ Test(pipeline_storybook, batches_of_large_rows_are_written_and_acknowledged) {
     cr_expect_eq(n, 0, "nothing rejected (got %zu)", n);
     ts_testpipe_records_free(dlq, n);
 }
+
+/* A user's book list is one state value (and view). Books with titles of
+ * 500 KB (input records are at most 512 KiB) make it pass, at the 34th
+ * book, the largest message the runtime's producer sends (16 MiB), which
+ * would stop the partition for good: no changelog record that size is ever
+ * written. That book goes to the DLQ with the reason; the books before and
+ * after it are applied. */
+Test(pipeline_storybook, an_event_that_would_make_a_state_value_too_large_goes_to_the_dlq) {
+    char *title = text_of(500000), book[32];
+    size_t cap = strlen(title) + 512;
+    char *json = malloc(cap);
+    cr_assert(json);
+    for (int b = 0; b < 35; b++) {
+        snprintf(book, sizeof(book), b < 34 ? "long-%02d" : "after", b);
+        snprintf(json, cap,
+                 "{\"BookCreated\": {\"event_id\": \"c-%s\", \"book_id\": \"%s\", "
+                 "\"user_id\": \"u7\", \"title\": \"%s\", "
+                 "\"created_at\": \"2026-03-02T00:00:00.000Z\"}}",
+                 book, book, b < 34 ? title : "Short");
+        produce(json);
+        /* The mock cluster keeps ~5 MiB per partition: a few books at a time. */
+        if (b % 4 == 3 || b == 34)
+            cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0,
+                         "the partition did not get past book %d; see %s", b, tp.log);
+    }
+    free(json);
+    free(title);
+
+    char out[256];
+    sql(out, sizeof(out), "SELECT count(*), min(book_id), max(book_id) FROM books "
+                          "WHERE user_id = 'u7'");
+    cr_expect_str_eq(out, "34|after|long-32");
+    redis(out, sizeof(out), "EXISTS storybook:book:%s", "long-33");
+    cr_expect_str_eq(out, "0");
+    redis(out, sizeof(out), "EXISTS storybook:book:%s", "after");
+    cr_expect_str_eq(out, "1");
+    redis(out, sizeof(out), "STRLEN storybook:books:%s", "u7");
+    long len = strtol(out, NULL, 10);
+    cr_expect(len > 33 * 500000 && len < 16777216,
+              "the list view holds 33 long books and the short one: %ld bytes", len);
+
+    size_t n = 0;
+    rd_kafka_message_t **dlq = ts_testpipe_read_topic(&tp, TOPIC ".dlq", &n);
+    cr_assert_eq(n, 1, "one book rejected (got %zu)", n);
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *why = NULL;
+    size_t why_len = 0;
+    cr_assert_eq(rd_kafka_message_headers(dlq[0], &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_assert_eq(rd_kafka_header_get_last(hdrs, "error", &why, &why_len),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+    char reason[512];
+    snprintf(reason, sizeof(reason), "%.*s", (int)why_len, (const char *)why);
+    cr_expect(strstr(reason, "message.max.bytes"), "reason: %s", reason);
+    cr_assert_eq(rd_kafka_header_get_last(hdrs, "source.offset", &why, &why_len),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_expect(why_len == 2 && memcmp(why, "33", 2) == 0, "the 34th book's record");
+    ts_testpipe_records_free(dlq, n);
+}
