@@ -812,9 +812,9 @@ static ts_err ts_task_mirror_drop(ts_task *task, ts_state_batch *wb, const ts_by
 
 /* Mirrors the views among the first `n` effects (the processor's; the
  * changelog records appended behind them are not views), and finds output
- * events too large to send. Writing locally
- * appends changelog records, which may move the list: effects are looked up
- * by index, and the byte strings (in the list's arena) do not move. */
+ * events too large to send. Writing locally appends changelog records, which
+ * may move the list: effects are looked up by index, and the byte strings (in
+ * the list's arena) do not move. */
 static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
     size_t len;
     for (size_t i = 0; i < n; i++) {
