@@ -598,8 +598,11 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
             return ts_ctx_event_end(task->ctx, rc, NULL);
     }
     const char *why = NULL;
-    size_t mark = ts_effects_mark(task->effs);
-    size_t marker_before = ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY);
+    size_t mark = 0, marker_before = 0; /* what the event adds, when it is checked */
+    if (task->careful) {
+        mark = ts_effects_mark(task->effs);
+        marker_before = ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY);
+    }
     rc = task->spec->def->process(task->proc, task->ctx, &ev);
     if (rc == TS_OK && task->careful)
         rc = ts_task_fits(task, mark, marker_before);
