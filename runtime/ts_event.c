@@ -45,6 +45,17 @@ const char *ts_event_str(const ts_event *ev, const char *field) {
     return s;
 }
 
+const char *ts_event_id(const ts_event *ev, const char *field) {
+    avro_value_t v;
+    const char *s;
+    size_t sz; /* with the NUL */
+    if (event_field(ev, field, &v) != 0 || avro_value_get_type(&v) != AVRO_STRING ||
+        avro_value_get_string(&v, &s, &sz) != 0 || sz < 2 || sz - 1 > TS_EVENT_MAX_ID_BYTES ||
+        strlen(s) != sz - 1)
+        return NULL;
+    return s;
+}
+
 int ts_event_long(const ts_event *ev, const char *field, int64_t *out) {
     avro_value_t v;
     if (event_field(ev, field, &v) != 0)

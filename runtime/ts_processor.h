@@ -73,6 +73,19 @@ const ts_processor_def *ts_processor_find(const ts_processor_def *const *registr
 
 /** @returns the string field, or NULL when missing. */
 const char *ts_event_str(const ts_event *ev, const char *field);
+/* The longest identifier an event may carry, in bytes. Identifiers become
+ * PostgreSQL keys and indexed columns, where a btree entry over ~2.7 KB is
+ * refused (a row refused on every retry would stop its partition for good),
+ * and Redis and state keys. */
+#define TS_EVENT_MAX_ID_BYTES 256
+/** An identifier field. @returns its string when it is 1 to
+ * TS_EVENT_MAX_ID_BYTES bytes long; NULL when missing, empty or longer. */
+const char *ts_event_id(const ts_event *ev, const char *field);
+/* Room for the suffix of an output event's id derived from its input's
+ * ("<event_id>:identified"): a processor that derives ids takes input event
+ * ids of at most TS_EVENT_MAX_ID_BYTES minus this, so that its outputs' ids
+ * are valid inputs downstream. */
+#define TS_EVENT_ID_SUFFIX_ROOM 32
 /** Reads an int or long field (timestamps too). @returns 0, or -1 when missing. */
 int ts_event_long(const ts_event *ev, const char *field, int64_t *out);
 /** Reads a float or double field. @returns 0, or -1 when missing. */

@@ -583,6 +583,14 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
         .timestamp_ms = rd_kafka_message_timestamp(msg, &tstype),
     };
     const char *event_id = ts_event_str(&ev, "event_id");
+    size_t id_len = event_id ? strlen(event_id) : 0;
+    if (id_len > TS_EVENT_MAX_ID_BYTES) {
+        /* The dedup key and the seed of output ids: kept short (and the
+         * batch's record of event ids bounded). */
+        snprintf(reason, sizeof(reason), "event_id of %zu bytes (at most %d)", id_len,
+                 TS_EVENT_MAX_ID_BYTES);
+        return ts_task_dlq(task, msg, reason);
+    }
 
     ts_ctx_event_begin(task->ctx, &ev);
     /* A record an operator re-drove from the DLQ (`tastesync dlq redrive`,

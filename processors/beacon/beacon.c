@@ -181,15 +181,13 @@ static ts_err bc_emit_visit(ts_ctx *ctx, const bc_input *in, const char *custome
 
 /* ---- process ------------------------------------------------------------------ */
 
-static int bc_nonempty(const char *s) { return s && *s; }
-
 static ts_err bc_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     beacon *bc = self;
     bc_input in = {
         .event_id = ts_event_str(ev, "event_id"),
-        .device_id = ts_event_str(ev, "device_id"),
-        .store_id = ts_event_str(ev, "store_id"),
-        .beacon_id = ts_event_str(ev, "beacon_id"),
+        .device_id = ts_event_id(ev, "device_id"),
+        .store_id = ts_event_id(ev, "store_id"),
+        .beacon_id = ts_event_id(ev, "beacon_id"),
         .source = ts_event_enum(ev, "source"),
         .customer_id = ts_event_str(ev, "customer_id"),
     };
@@ -197,20 +195,25 @@ static ts_err bc_process(void *self, ts_ctx *ctx, const ts_event *ev) {
      * producer from reaching the state. */
     if (strcmp(ev->type, "BeaconDetected") != 0)
         return ts_ctx_reject(ctx, "unknown event type %s", ev->type);
-    if (!bc_nonempty(in.event_id) || !bc_nonempty(in.device_id) || !bc_nonempty(in.store_id) ||
-        !bc_nonempty(in.beacon_id) || !in.source)
+    if (!in.event_id || !*in.event_id || !in.device_id || !in.store_id || !in.beacon_id ||
+        !in.source)
         return ts_ctx_reject(ctx, "BeaconDetected %s: event_id, device_id, store_id, beacon_id "
-                                  "and source must be non-empty",
-                             in.event_id ? in.event_id : "?");
+                                  "and source must be non-empty (ids at most %d bytes)",
+                             in.event_id ? in.event_id : "?", TS_EVENT_MAX_ID_BYTES);
+    if (strlen(in.event_id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM)
+        return ts_ctx_reject(ctx, "BeaconDetected of device %s: event_id must be at most %d "
+                                  "bytes (its outputs' ids are derived from it)",
+                             in.device_id, TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM);
     if (ts_event_long(ev, "detected_at", &in.at) != 0 || in.at < 0)
         return ts_ctx_reject(ctx, "BeaconDetected %s of device %s: no valid detected_at",
                              in.event_id, in.device_id);
     if (ts_event_long(ev, "rssi", &in.rssi) != 0)
         return ts_ctx_reject(ctx, "BeaconDetected %s of device %s: no rssi", in.event_id,
                              in.device_id);
-    if (in.customer_id && !*in.customer_id)
-        return ts_ctx_reject(ctx, "BeaconDetected %s of device %s: empty customer_id",
-                             in.event_id, in.device_id);
+    if (in.customer_id && !ts_event_id(ev, "customer_id"))
+        return ts_ctx_reject(ctx, "BeaconDetected %s of device %s: customer_id must be "
+                                  "non-empty, at most %d bytes",
+                             in.event_id, in.device_id, TS_EVENT_MAX_ID_BYTES);
 
     json_t *dev = ts_ctx_get_json(ctx, BC_STORE_DEVICE, in.device_id);
     if (!dev && !(dev = json_pack("{s:n, s:I, s:{}}", "customerId", "boundAt", (json_int_t)-1,

@@ -80,24 +80,21 @@ static ts_err cu_view(ts_ctx *ctx, const cu_input *in) {
     return err;
 }
 
-static int cu_nonempty(const char *s) { return s && *s; }
-
 static ts_err cu_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     (void)self;
     cu_input in = {
-        .event_id = ts_event_str(ev, "event_id"),
-        .customer_id = ts_event_str(ev, "customer_id"),
-        .store_id = ts_event_str(ev, "store_id"),
-        .beacon_id = ts_event_str(ev, "beacon_id"),
-        .device_id = ts_event_str(ev, "device_id"),
+        .event_id = ts_event_id(ev, "event_id"),
+        .customer_id = ts_event_id(ev, "customer_id"),
+        .store_id = ts_event_id(ev, "store_id"),
+        .beacon_id = ts_event_id(ev, "beacon_id"),
+        .device_id = ts_event_id(ev, "device_id"),
     };
     if (strcmp(ev->type, "CustomerIdentified") != 0)
         return ts_ctx_reject(ctx, "unknown event type %s", ev->type);
-    if (!cu_nonempty(in.event_id) || !cu_nonempty(in.customer_id) ||
-        !cu_nonempty(in.store_id) || !cu_nonempty(in.beacon_id) || !cu_nonempty(in.device_id))
+    if (!in.event_id || !in.customer_id || !in.store_id || !in.beacon_id || !in.device_id)
         return ts_ctx_reject(ctx, "CustomerIdentified %s: event_id, customer_id, store_id, "
-                                  "beacon_id and device_id must be non-empty",
-                             in.event_id ? in.event_id : "?");
+                                  "beacon_id and device_id must be non-empty, at most %d bytes",
+                             in.event_id ? in.event_id : "?", TS_EVENT_MAX_ID_BYTES);
     if (ts_event_long(ev, "detected_at", &in.detected_at) != 0 || in.detected_at < 0 ||
         ts_event_long(ev, "identified_at", &in.identified_at) != 0 || in.identified_at < 0)
         return ts_ctx_reject(ctx, "CustomerIdentified %s of customer %s: no valid detected_at "

@@ -127,20 +127,21 @@ static ts_err st_presence(ts_ctx *ctx, const store *st, json_t *doc, const char 
 
 static ts_err st_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     store *st = self;
-    const char *event_id = ts_event_str(ev, "event_id");
-    const char *store_id = ts_event_str(ev, "store_id");
-    const char *device_id = ts_event_str(ev, "device_id");
+    const char *event_id = ts_event_id(ev, "event_id");
+    const char *store_id = ts_event_id(ev, "store_id");
+    const char *device_id = ts_event_id(ev, "device_id");
     const char *customer = ts_event_str(ev, "customer_id"); /* NULL: anonymous */
     int64_t at;
     if (strcmp(ev->type, "StoreVisit") != 0)
         return ts_ctx_reject(ctx, "unknown event type %s", ev->type);
-    if (!event_id || !*event_id || !store_id || !*store_id || !device_id || !*device_id)
+    if (!event_id || !store_id || !device_id)
         return ts_ctx_reject(ctx, "StoreVisit %s: event_id, store_id and device_id must be "
-                                  "non-empty",
-                             event_id ? event_id : "?");
-    if (customer && !*customer)
-        return ts_ctx_reject(ctx, "StoreVisit %s at store %s: empty customer_id", event_id,
-                             store_id);
+                                  "non-empty, at most %d bytes",
+                             event_id ? event_id : "?", TS_EVENT_MAX_ID_BYTES);
+    if (customer && !ts_event_id(ev, "customer_id"))
+        return ts_ctx_reject(ctx, "StoreVisit %s at store %s: customer_id must be non-empty, "
+                                  "at most %d bytes",
+                             event_id, store_id, TS_EVENT_MAX_ID_BYTES);
     if (ts_event_long(ev, "detected_at", &at) != 0 || at < 0)
         return ts_ctx_reject(ctx, "StoreVisit %s at store %s: no valid detected_at", event_id,
                              store_id);

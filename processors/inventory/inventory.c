@@ -362,13 +362,13 @@ static ts_err inv_stock_adjusted(ts_ctx *ctx, const ts_event *ev, const char *pr
 static ts_err inv_purchase_requested(ts_ctx *ctx, const ts_event *ev, const char *product_id,
                                      int64_t at, json_t *product) {
     const char *event_id = ts_event_str(ev, "event_id");
-    const char *purchase_id = ts_event_str(ev, "purchase_id");
-    const char *user_id = ts_event_str(ev, "user_id");
+    const char *purchase_id = ts_event_id(ev, "purchase_id");
+    const char *user_id = ts_event_id(ev, "user_id");
     int64_t quantity;
-    if (!purchase_id || !*purchase_id || !user_id || !*user_id)
+    if (!purchase_id || !user_id)
         return ts_ctx_reject(ctx, "PurchaseRequested for product %s: purchase_id and user_id "
-                                  "must be non-empty",
-                             product_id);
+                                  "must be non-empty, at most %d bytes",
+                             product_id, TS_EVENT_MAX_ID_BYTES);
     if (ts_event_long(ev, "quantity", &quantity) != 0)
         return ts_ctx_reject(ctx, "PurchaseRequested %s: no quantity", purchase_id);
 
@@ -435,7 +435,7 @@ static const char *inv_time_field(const char *type) {
 static ts_err inv_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     (void)self;
     const char *time_field = inv_time_field(ev->type);
-    const char *product_id = ts_event_str(ev, "product_id");
+    const char *product_id = ts_event_id(ev, "product_id");
     const char *event_id = ts_event_str(ev, "event_id");
     int64_t at;
 
@@ -443,8 +443,14 @@ static ts_err inv_process(void *self, ts_ctx *ctx, const ts_event *ev) {
      * malformed producer from reaching the state. */
     if (!time_field)
         return ts_ctx_reject(ctx, "unknown event type %s", ev->type);
-    if (!event_id || !*event_id || !product_id || !*product_id)
-        return ts_ctx_reject(ctx, "%s: event_id and product_id must be non-empty", ev->type);
+    if (!event_id || !*event_id || !product_id)
+        return ts_ctx_reject(ctx, "%s: event_id and product_id must be non-empty (product_id at "
+                                  "most %d bytes)",
+                             ev->type, TS_EVENT_MAX_ID_BYTES);
+    if (strlen(event_id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM)
+        return ts_ctx_reject(ctx, "%s for product %s: event_id must be at most %d bytes (its "
+                                  "outputs' ids are derived from it)",
+                             ev->type, product_id, TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM);
     if (ts_event_long(ev, time_field, &at) != 0 || at < 0)
         return ts_ctx_reject(ctx, "%s for product %s: no valid %s", ev->type, product_id,
                              time_field);

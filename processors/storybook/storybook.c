@@ -380,15 +380,16 @@ static const char *sb_time_field(const char *type) {
 
 static ts_err sb_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     (void)self;
-    sb_input in = {ev->type, ts_event_str(ev, "book_id"), ts_event_str(ev, "user_id"), 0};
+    sb_input in = {ev->type, ts_event_id(ev, "book_id"), ts_event_id(ev, "user_id"), 0};
     const char *time_field = sb_time_field(ev->type);
 
     /* The schema makes these fields required; checking them anyway keeps a
      * malformed producer from reaching the state. */
     if (!time_field)
         return ts_ctx_reject(ctx, "unknown event type %s", ev->type);
-    if (!in.book_id || !*in.book_id || !in.user_id || !*in.user_id)
-        return ts_ctx_reject(ctx, "%s: book_id and user_id must be non-empty", ev->type);
+    if (!in.book_id || !in.user_id)
+        return ts_ctx_reject(ctx, "%s: book_id and user_id must be non-empty, at most %d bytes",
+                             ev->type, TS_EVENT_MAX_ID_BYTES);
     if (ts_event_long(ev, time_field, &in.at) != 0 || in.at < 0)
         return ts_ctx_reject(ctx, "%s for book %s: no valid %s", ev->type, in.book_id,
                              time_field);

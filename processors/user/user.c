@@ -624,7 +624,7 @@ static const char *us_time_field(const char *type) {
 
 static ts_err us_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     const user_proc *up = self;
-    const char *user_id = ts_event_str(ev, "user_id");
+    const char *user_id = ts_event_id(ev, "user_id");
     const char *event_id = ts_event_str(ev, "event_id");
     const char *time_field = us_time_field(ev->type);
     int64_t at = 0;
@@ -633,11 +633,16 @@ static ts_err us_process(void *self, ts_ctx *ctx, const ts_event *ev) {
      * malformed producer from reaching the state. */
     if (!time_field)
         return ts_ctx_reject(ctx, "unknown event type %s", ev->type);
-    if (!user_id || !*user_id)
-        return ts_ctx_reject(ctx, "%s: user_id must be non-empty", ev->type);
+    if (!user_id)
+        return ts_ctx_reject(ctx, "%s: user_id must be non-empty, at most %d bytes", ev->type,
+                             TS_EVENT_MAX_ID_BYTES);
     if (!event_id || !*event_id)
         return ts_ctx_reject(ctx, "%s for user %s: event_id must be non-empty", ev->type,
                              user_id);
+    if (strlen(event_id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM)
+        return ts_ctx_reject(ctx, "%s for user %s: event_id must be at most %d bytes (its "
+                                  "outputs' ids are derived from it)",
+                             ev->type, user_id, TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM);
     if (ts_event_long(ev, time_field, &at) != 0 || at < 0)
         return ts_ctx_reject(ctx, "%s for user %s: no valid %s", ev->type, user_id, time_field);
 

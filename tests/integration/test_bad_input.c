@@ -77,7 +77,7 @@ typedef struct bad_rec {
 
 Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     /* What goes to the DLQ, in order, and a piece of each reason. */
-    bad_rec bad[8];
+    bad_rec bad[10];
     size_t n_bad = 0;
 
     good("{\"BookCreated\": {\"event_id\": \"g1\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
@@ -142,6 +142,36 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     raw(bytes, len);
     bad[n_bad++] = (bad_rec){"empty book_id", "must be non-empty", len};
     free(bytes);
+
+    /* 7. Identifiers too long to be keys: a book_id of 4000 bytes (text no
+     * index compresses well: PostgreSQL refuses a btree entry over ~2.7 KB,
+     * and the row would be retried for good) and an event_id as long (the
+     * dedup key). */
+    char long_id[4001];
+    unsigned seed = 7;
+    for (size_t i = 0; i < sizeof(long_id) - 1; i++) {
+        seed = seed * 1103515245u + 12345u;
+        long_id[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[(seed >> 16) % 36];
+    }
+    long_id[sizeof(long_id) - 1] = '\0';
+    json = malloc(sizeof(long_id) + 512);
+    snprintf(json, sizeof(long_id) + 512,
+             "{\"BookCreated\": {\"event_id\": \"l1\", \"book_id\": \"%s\", \"user_id\": "
+             "\"u1\", \"title\": \"Long\", \"created_at\": \"2026-01-10T09:04:30.000Z\"}}",
+             long_id);
+    bytes = encode(TOPIC, json, &len);
+    raw(bytes, len);
+    bad[n_bad++] = (bad_rec){"long book_id", "at most 256 bytes", len};
+    free(bytes);
+    snprintf(json, sizeof(long_id) + 512,
+             "{\"BookCreated\": {\"event_id\": \"%s\", \"book_id\": \"b8\", \"user_id\": "
+             "\"u1\", \"title\": \"Long\", \"created_at\": \"2026-01-10T09:04:40.000Z\"}}",
+             long_id);
+    bytes = encode(TOPIC, json, &len);
+    raw(bytes, len);
+    bad[n_bad++] = (bad_rec){"long event_id", "event_id of 4000 bytes", len};
+    free(bytes);
+    free(json);
 
     /* Good events after all of it, on the same partition. */
     good("{\"PageUpserted\": {\"event_id\": \"g2\", \"book_id\": \"b1\", \"user_id\": \"u1\", "

@@ -53,7 +53,7 @@ TestSuite(store, .fini = teardown);
 /* Sends a BeaconDetected; `customer` NULL = no customer_id. */
 static ts_err detect(ts_driver *d, const char *eid, const char *device, const char *store,
                      const char *source, int rssi, const char *customer, const char *at) {
-    char json[1024], cust[160] = "";
+    char json[2048], cust[512] = "";
     if (customer)
         snprintf(cust, sizeof cust, "\"customer_id\": \"%s\", ", customer);
     snprintf(json, sizeof json,
@@ -67,7 +67,7 @@ static ts_err detect(ts_driver *d, const char *eid, const char *device, const ch
 /* Sends a StoreVisit; `customer` NULL = anonymous. */
 static ts_err visit(ts_driver *d, const char *eid, const char *store, const char *device,
                     const char *customer, const char *at) {
-    char json[1024], cust[160] = "";
+    char json[2048], cust[512] = "";
     if (customer)
         snprintf(cust, sizeof cust, "\"customer_id\": \"%s\", \"confidence\": 0.8, ", customer);
     snprintf(json, sizeof json,
@@ -292,16 +292,36 @@ Test(beacon, every_detection_visits_its_store_with_deterministic_ids,
 }
 
 Test(beacon, malformed_detection_is_rejected,
-     .description = "a detection with an empty device_id or customer_id is rejected and changes "
+     .description = "a detection with an empty or too long device_id or customer_id, or an "
+                    "event_id too long to derive its outputs' ids from, is rejected and changes "
                     "nothing") {
     drv = beacon_driver(NULL);
     rejected(detect(drv, "d1", "", "s1", "BEACON", -50, NULL, "2026-01-10T09:00:00.000Z"),
              "d1");
     rejected(detect(drv, "d2", "dev-1", "s1", "APP", -50, "", "2026-01-10T09:00:00.000Z"),
-             "empty customer_id");
+             "customer_id must be non-empty");
+    char longest[TS_EVENT_MAX_ID_BYTES + 2];
+    memset(longest, 'x', sizeof(longest) - 1);
+    longest[sizeof(longest) - 1] = '\0';
+    rejected(detect(drv, "d3", longest, "s1", "APP", -50, NULL, "2026-01-10T09:00:00.000Z"),
+             "at most 256 bytes");
+    rejected(detect(drv, "d4", "dev-1", "s1", "APP", -50, longest, "2026-01-10T09:00:00.000Z"),
+             "customer_id must be non-empty, at most 256 bytes");
+    longest[TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM + 1] = '\0';
+    rejected(detect(drv, longest, "dev-1", "s1", "APP", -50, NULL, "2026-01-10T09:00:00.000Z"),
+             "event_id must be at most 224 bytes");
     cr_expect_eq(ts_driver_state_count(drv), 0);
     cr_expect_eq(ts_driver_emitted(drv, VISITS), 0);
     cr_expect_eq(ts_driver_emitted(drv, IDENTIFIED), 0);
+    /* One byte shorter is taken, and the ids derived from it are ids. */
+    longest[TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM] = '\0';
+    ok(detect(drv, longest, "dev-1", "s1", "QR", -50, "c1", "2026-01-10T09:00:00.000Z"));
+    json_t *e = emitted(IDENTIFIED, 0);
+    const char *id = sfield(json_object_get(e, "value"), "event_id");
+    cr_assert(id && strlen(id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM &&
+                  strlen(id) <= TS_EVENT_MAX_ID_BYTES,
+              "derived id of %zu bytes", id ? strlen(id) : 0);
+    json_decref(e);
 }
 
 /* ---- stage 2: customer ----------------------------------------------------------------- */

@@ -147,6 +147,35 @@ Test(event, missing_null_and_wrong_type_read_as_missing) {
     }
 }
 
+Test(event, ids_are_non_empty_and_at_most_the_longest_id) {
+    char text[TS_EVENT_MAX_ID_BYTES + 256], id[TS_EVENT_MAX_ID_BYTES + 2];
+    memset(id, 'i', sizeof(id) - 1);
+    id[TS_EVENT_MAX_ID_BYTES] = '\0'; /* exactly the longest */
+    snprintf(text, sizeof(text),
+             "{\"s\":\"%s\",\"opt\":\"\",\"n\":0,\"l\":0,\"at\":0,\"d\":0,\"f\":0,"
+             "\"flag\":false,\"e\":\"RED\",\"arr\":[],\"m\":{},\"b\":\"\",\"inner\":{\"x\":0}}",
+             id);
+    ts_event ev = decode_json(text);
+    cr_assert_str_eq(ts_event_id(&ev, "s"), id);
+    cr_assert_null(ts_event_id(&ev, "opt"), "empty");
+    cr_assert_null(ts_event_id(&ev, "n"), "not a string");
+    cr_assert_null(ts_event_id(&ev, "nope"), "missing");
+    id[TS_EVENT_MAX_ID_BYTES] = 'i'; /* one byte longer */
+    id[TS_EVENT_MAX_ID_BYTES + 1] = '\0';
+    snprintf(text, sizeof(text),
+             "{\"s\":\"%s\",\"n\":0,\"l\":0,\"at\":0,\"d\":0,\"f\":0,\"flag\":false,"
+             "\"e\":\"RED\",\"arr\":[],\"m\":{},\"b\":\"\",\"inner\":{\"x\":0}}",
+             id);
+    ev = decode_json(text);
+    cr_assert_null(ts_event_id(&ev, "s"), "longer than TS_EVENT_MAX_ID_BYTES");
+    cr_assert_not_null(ts_event_str(&ev, "s"), "still a string");
+    /* A NUL inside would make two ids one key: not an id. */
+    avro_value_t field;
+    cr_assert_eq(avro_value_get_by_name(ev.value, "s", &field, NULL), 0);
+    cr_assert_eq(avro_value_set_string_len(&field, "a\0b", 4), 0); /* the length counts a NUL */
+    cr_assert_null(ts_event_id(&ev, "s"), "an id with a NUL inside");
+}
+
 static void assert_json(json_t *got, const char *want_text) {
     json_t *want = json_loads(want_text, JSON_DECODE_ANY, NULL);
     char *g = json_dumps(got, JSON_ENCODE_ANY | JSON_SORT_KEYS);
