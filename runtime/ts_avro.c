@@ -493,6 +493,7 @@ typedef struct wire {
     size_t len;
     size_t pos;
     size_t items_left; /* bounds elements of zero-size types (arrays of null) */
+    int not_utf8;      /* the check failed on a string that is not UTF-8 */
 } wire;
 
 static int wire_varint(wire *w, int maxbytes, int64_t *out) {
@@ -583,8 +584,10 @@ static int wire_check(wire *w, avro_schema_t schema, int depth) {
     case AVRO_BYTES:
         if (wire_varint(w, 10, &v) != 0 || v < 0 || (uint64_t)v > w->len - w->pos)
             return -1;
-        if (avro_typeof(schema) == AVRO_STRING && !utf8_valid(w->p + w->pos, (size_t)v))
+        if (avro_typeof(schema) == AVRO_STRING && !utf8_valid(w->p + w->pos, (size_t)v)) {
+            w->not_utf8 = 1;
             return -1;
+        }
         w->pos += (size_t)v;
         return 0;
     case AVRO_FIXED: {
@@ -633,9 +636,12 @@ static int wire_check(wire *w, avro_schema_t schema, int depth) {
             w->items_left -= (size_t)count;
             for (; count > 0; count--) {
                 if (is_map) {
-                    if (wire_varint(w, 10, &v) != 0 || v < 0 ||
-                        (uint64_t)v > w->len - w->pos || !utf8_valid(w->p + w->pos, (size_t)v))
+                    if (wire_varint(w, 10, &v) != 0 || v < 0 || (uint64_t)v > w->len - w->pos)
                         return -1;
+                    if (!utf8_valid(w->p + w->pos, (size_t)v)) {
+                        w->not_utf8 = 1;
+                        return -1;
+                    }
                     w->pos += (size_t)v;
                 }
                 if (wire_check(w, items, depth + 1) != 0)
@@ -1375,8 +1381,10 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
     w.len = len - TS_AVRO_HEADER_LEN;
     w.pos = 0;
     w.items_left = w.len + 1024;
+    w.not_utf8 = 0;
     if (wire_check(&w, p->writer->schema, 0) != 0) {
-        seterr(err, errlen, "truncated or invalid Avro for schema id %d", (int)id);
+        seterr(err, errlen, "truncated or invalid Avro for schema id %d%s", (int)id,
+               w.not_utf8 ? ": a string is not UTF-8" : "");
         return TS_E_DECODE;
     }
     if (w.pos != w.len) {

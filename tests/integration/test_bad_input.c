@@ -77,7 +77,7 @@ typedef struct bad_rec {
 
 Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     /* What goes to the DLQ, in order, and a piece of each reason. */
-    bad_rec bad[10];
+    bad_rec bad[12];
     size_t n_bad = 0;
 
     good("{\"BookCreated\": {\"event_id\": \"g1\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
@@ -172,6 +172,19 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     bad[n_bad++] = (bad_rec){"long event_id", "event_id of 4000 bytes", len};
     free(bytes);
     free(json);
+
+    /* 8. Text that is not UTF-8 (Avro strings are; PostgreSQL refuses
+     * anything else, on every retry). */
+    bytes = encode(TOPIC, "{\"BookCreated\": {\"event_id\": \"u8\", \"book_id\": \"b7\", "
+                          "\"user_id\": \"u1\", \"title\": \"F~x\", "
+                          "\"created_at\": \"2026-01-10T09:04:50.000Z\"}}",
+                   &len);
+    char *tilde = memchr(bytes, '~', len);
+    cr_assert_not_null(tilde);
+    *tilde = (char)0xff;
+    raw(bytes, len);
+    bad[n_bad++] = (bad_rec){"title not UTF-8", "a string is not UTF-8", len};
+    free(bytes);
 
     /* Good events after all of it, on the same partition. */
     good("{\"PageUpserted\": {\"event_id\": \"g2\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
