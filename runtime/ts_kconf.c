@@ -103,6 +103,22 @@ ts_err ts_kconf_producer(rd_kafka_conf_t *conf, const json_t *kafka_config, char
     return ts_kconf_default(conf, kafka_config, "partitioner", "murmur2_random", err, errlen);
 }
 
+ts_err ts_kconf_check(const char *name, const char *value, char *why, size_t whylen) {
+    if (strcmp(name, "message.max.bytes") != 0)
+        return TS_OK;
+    char *end;
+    long long n = strtoll(value, &end, 10);
+    long long max = strtoll(TS_KCONF_MAX_MESSAGE_BYTES, NULL, 10);
+    if (end != value && *end == '\0' && n >= TS_KCONF_MIN_MESSAGE_BYTES && n <= max)
+        return TS_OK;
+    snprintf(why, whylen,
+             "'message.max.bytes' must be a number from %d (an input record of Kafka's default "
+             "limit, 1 MB, must fit a DLQ record beside a batch's marker) to %lld (what the changelog "
+             "topics accept), got '%s'",
+             TS_KCONF_MIN_MESSAGE_BYTES, max, value);
+    return TS_E_CONFIG;
+}
+
 size_t ts_kconf_max_message_bytes(const json_t *kafka_config) {
     const json_t *v = kafka_config ? json_object_get(kafka_config, "message.max.bytes") : NULL;
     if (json_is_integer(v))

@@ -24,6 +24,19 @@
  * be large: Kafka's default 1 MB limit would stop the partition for good
  * (every retry refused). Topics created by hand need the same setting. */
 #define TS_KCONF_MAX_MESSAGE_BYTES "16777216"
+/* The lowest `message.max.bytes` the runtime works with: a batch's changelog
+ * marker closes at half the limit (at most 768 KiB), and the other half must
+ * hold the share of the event that crosses it, which for an input record
+ * sent to the DLQ is the record itself with its headers: 2 MiB leaves ~1.25
+ * MiB, room for a record of Kafka's default topic limit (~1 MB). */
+#define TS_KCONF_MIN_MESSAGE_BYTES (2 * 1024 * 1024)
+
+/** Checks a kafka.config property the runtime depends on beyond librdkafka's
+ * own validation: `message.max.bytes` must be a number from
+ * TS_KCONF_MIN_MESSAGE_BYTES to TS_KCONF_MAX_MESSAGE_BYTES (what the changelog
+ * topics the runtime creates accept). Other properties pass.
+ * @returns TS_OK, or TS_E_CONFIG with the reason in `why`. */
+ts_err ts_kconf_check(const char *name, const char *value, char *why, size_t whylen);
 
 /** The largest message a producer of the runtime sends: `message.max.bytes`
  * of `kafka_config` (NULL: none), else TS_KCONF_MAX_MESSAGE_BYTES.

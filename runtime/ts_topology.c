@@ -33,6 +33,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "ts_kconf.h"
+
 /* Nesting of `params` beyond this is refused: YAML aliases can point back at
  * an enclosing node, and a cycle would otherwise recurse forever. */
 #define TS_TOPO_MAX_DEPTH 32
@@ -617,6 +619,9 @@ static ts_err ts_topo_set_settings(ts_topo_loader *ld, const ts_topo_key *row, v
             return ld->rc;
         if (ts_topo_is_null(vnode))
             return ts_topo_fail(ld, ts_topo_line(vnode), "'%s' in %s has no value", key, row->key);
+        char why[320];
+        if (ts_kconf_check(key, value, why, sizeof(why)) != TS_OK)
+            return ts_topo_fail(ld, ts_topo_line(vnode), "%s: %s", row->key, why);
         json_t *v = json_string(value);
         if (!v || json_object_set_new(*field, key, v))
             return ts_topo_nomem(ld);

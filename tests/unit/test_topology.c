@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ts_kconf.h"
 #include "ts_topology.h"
 
 static char tmpdir[PATH_MAX];
@@ -158,7 +159,8 @@ Test(topology, values_and_paths) {
     ts_topology *topo = load_ok("group: shop-1\n"
                                 "kafka:\n"
                                 "  brokers: k1:9092,k2:9092\n"
-                                "  config: {acks: all, enable.idempotence: true, linger.ms: 5, sasl.password: '0x1'}\n"
+                                "  config: {acks: all, enable.idempotence: true, linger.ms: 5, sasl.password: '0x1',\n"
+                                "           message.max.bytes: 2097152}\n"
                                 "redis: {url: 'redis://r:6379/2'}\n"
                                 "postgres: {conninfo: 'host=pg dbname=ts'}\n"
                                 "state: {dir: ./data/state/}\n"
@@ -177,7 +179,8 @@ Test(topology, values_and_paths) {
                                 "    samples: samples.jsonl\n");
     cr_expect_str_eq(topo->group, "shop-1");
     cr_expect_str_eq(topo->kafka_brokers, "k1:9092,k2:9092");
-    cr_expect_eq(json_object_size(topo->kafka_config), 4);
+    cr_expect_eq(json_object_size(topo->kafka_config), 5);
+    cr_expect_eq(ts_kconf_max_message_bytes(topo->kafka_config), 2097152, "the lowest allowed");
     cr_expect_str_eq(json_string_value(json_object_get(topo->kafka_config, "acks")), "all");
     cr_expect_str_eq(json_string_value(json_object_get(topo->kafka_config, "enable.idempotence")), "true");
     cr_expect_str_eq(json_string_value(json_object_get(topo->kafka_config, "linger.ms")), "5");
@@ -370,6 +373,13 @@ static const struct bad_case {
     {"config a sequence", "kafka:\n  config: [a]\n", "2: 'kafka.config' must be a mapping, got a sequence"},
     {"config value a mapping", "kafka:\n  config:\n    acks: {x: 1}\n", "3: acks: expected a scalar, got a mapping"},
     {"config value null", "kafka:\n  config:\n    acks:\n", "3: 'acks' in kafka.config has no value"},
+    {"message limit too low", "kafka:\n  config:\n    acks: all\n    message.max.bytes: 1000000\n",
+     "4: kafka.config: 'message.max.bytes' must be a number from 2097152"},
+    {"message limit too high", "kafka:\n  config:\n    message.max.bytes: 16777217\n",
+     "3: kafka.config: 'message.max.bytes' must be a number from 2097152 (an input record of "
+     "Kafka's default limit, 1 MB, must fit a DLQ record beside a batch's marker) to 16777216"},
+    {"message limit not a number", "kafka:\n  config:\n    message.max.bytes: 2MB\n",
+     "3: kafka.config: 'message.max.bytes' must be a number from 2097152"},
     {"topics a mapping", "topics: {name: in}\n", "1: 'topics' must be a sequence, got a mapping"},
     {"topic a scalar", "topics:\n  - in\n", "2: each topic must be a mapping, got a scalar"},
     {"topic without name", "topics:\n  - {partitions: 1}\n", "2: topic is missing required key 'name'"},
