@@ -101,6 +101,7 @@ struct ts_task {
     char *ckeybuf;            /* scratch: a changelog record's key */
     size_t ckeycap;
     ts_buf seen_group;        /* the batch's event ids for the changelog, NUL-separated */
+    size_t batch_id_bytes;    /* what the batch's event ids add to its group record */
     ts_buf pending;           /* the pending record (ts_pending.h), while a batch is decided */
 
     ts_decoder *decoder; /* the task's own codecs */
@@ -622,6 +623,7 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
     if (rc != TS_OK)
         return rc;
     if (event_id) {
+        task->batch_id_bytes += id_len + sizeof(TS_TASK_SEEN_STORE) + 1;
         ts_ctx_event_begin(task->ctx, &ev);
         ts_ctx_put(task->ctx, TS_TASK_SEEN_STORE, event_id, "", 0);
         rc = ts_ctx_event_end(task->ctx, TS_OK, NULL);
@@ -1166,8 +1168,13 @@ static size_t ts_task_apply_records(ts_task *task, size_t end, int bounded) {
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     size_t bound = ts_task_marker_bound(task), i = 0;
+    task->batch_id_bytes = 0;
     for (; i < end; i++) {
-        if (bounded && ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY) >= bound)
+        /* The group record of the batch's event ids is one Kafka message
+         * too: bounded like the marker (it only binds for long ids or a
+         * batch.max_events far above the default). */
+        if (bounded && (ts_effects_encoded_max(task->effs, TS_EFFECTS_VIEWS_BY_KEY) >= bound ||
+                        task->batch_id_bytes >= bound))
             break;
         if (bounded && i > 0 && i % 8 == 0 && task->host->max_ms > 0 &&
             ts_task_ms_since(&start) >= task->host->max_ms)
