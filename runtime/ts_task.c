@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "ts_log.h"
+#include "ts_mirror.h"
 #include "ts_pending.h"
 
 #define TS_TASK_SEEN_STORE "_seen" /* event ids already applied, for dedup */
@@ -68,7 +69,8 @@ struct ts_task {
     char undo_key[170]; /* 'U': changelog keys to delete ahead of the next batch */
     size_t undo_key_len;
     ts_buf undo;        /* its value, loaded at start (empty: none) */
-    char *keybuf; /* scratch: prefix + ctx key */
+    ts_mirror mirror; /* the views' copy in the state */
+    char *keybuf;     /* scratch: prefix + ctx key */
     size_t keycap;
 
     int64_t position; /* next input offset to process; -1: none yet */
@@ -239,6 +241,9 @@ static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
 }
 
 /* The task's encoder of output `topic`, made on first use. */
+static void ts_task_mirror_write(void *arg, ts_state_batch *wb, const char *key, size_t klen,
+                                 const char *val, size_t vlen);
+
 static ts_encoder *ts_task_encoder_for(void *arg, const char *topic) {
     ts_task *task = arg;
     for (size_t i = 0; i < task->n_encoders; i++)
@@ -289,6 +294,7 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     if (task->ctx)
         ts_ctx_defer_views(task->ctx, 1);
     task->decoder = ts_decoder_create(spec->schemas, spec->input_schema);
+    ts_mirror_init(&task->mirror, host->state, task->id, ts_task_mirror_write, task);
     task->work.data = task;
     if (!task->state_prefix || !task->ctx || !task->decoder ||
         ts_ctx_set_uncached(task->ctx, TS_TASK_SEEN_STORE) != TS_OK) {
@@ -344,6 +350,7 @@ void ts_task_destroy(ts_task *task) {
     ts_buf_close(&task->pending);
     free(task->state_prefix);
     free(task->keybuf);
+    ts_mirror_close(&task->mirror);
     free(task);
 }
 
@@ -728,99 +735,11 @@ static void ts_task_fail(ts_task *task, ts_err err) {
     task->host->failed(task->host->arg, task, err);
 }
 
-/* ---- the view mirror ------------------------------------------------------
- * Every view effect is also applied to a copy in RocksDB ('V' and 'W' keys,
- * see ts_state.h), in the same write batch as the state, so the views can be
- * rebuilt from state alone. */
+/* ---- the view mirror (ts_mirror.h) ------------------------------------------ */
 
-static char *ts_task_mirror_key(ts_task *task, char tag, const ts_bytes *view,
-                                const ts_bytes *member, size_t *len) {
-    size_t idlen = strlen(task->id);
-    size_t need = 1 + idlen + 1 + view->len + (member ? 1 + member->len : 0);
-    if (need > task->keycap) {
-        char *grown = realloc(task->keybuf, need);
-        if (!grown)
-            return NULL;
-        task->keybuf = grown;
-        task->keycap = need;
-    }
-    char *p = task->keybuf;
-    *p++ = tag;
-    memcpy(p, task->id, idlen);
-    p += idlen;
-    *p++ = '\0';
-    memcpy(p, view->data, view->len);
-    p += view->len;
-    if (member) {
-        *p++ = '\0';
-        memcpy(p, member->data, member->len);
-        p += member->len;
-    }
-    *len = (size_t)(p - task->keybuf);
-    return task->keybuf;
-}
-
-typedef struct ts_task_doomed {
-    char **keys;
-    size_t *lens;
-    size_t n, cap;
-    int below; /* only members with a score below `min` */
-    double min;
-} ts_task_doomed;
-
-static int ts_task_collect(void *arg, const char *key, size_t klen, const char *val,
-                           size_t vlen) {
-    ts_task_doomed *d = arg;
-    double score;
-    if (d->below) {
-        if (vlen != sizeof(score))
-            return 0;
-        memcpy(&score, val, sizeof(score));
-        if (!(score < d->min))
-            return 0;
-    }
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 16;
-        char **keys = realloc(d->keys, cap * sizeof(*keys));
-        size_t *lens = keys ? realloc(d->lens, cap * sizeof(*lens)) : NULL;
-        if (keys)
-            d->keys = keys;
-        if (!lens)
-            return 1;
-        d->lens = lens;
-        d->cap = cap;
-    }
-    d->keys[d->n] = malloc(klen);
-    if (!d->keys[d->n])
-        return 1;
-    memcpy(d->keys[d->n], key, klen);
-    d->lens[d->n++] = klen;
-    return 0;
-}
-
-/* Deletes the mirrored members of sorted set `view` (those below `min` when
- * `below`), seeing the batch's own earlier writes. */
-static ts_err ts_task_mirror_drop(ts_task *task, ts_state_batch *wb, const ts_bytes *view,
-                                  int below, double min) {
-    size_t plen;
-    ts_bytes none = {"", 0};
-    char *prefix = ts_task_mirror_key(task, 'W', view, &none, &plen);
-    if (!prefix)
-        return TS_E_NOMEM;
-    char *copy = malloc(plen);
-    if (!copy)
-        return TS_E_NOMEM;
-    memcpy(copy, prefix, plen);
-    ts_task_doomed d = {.below = below, .min = min};
-    ts_err rc = ts_state_batch_scan(task->host->state, wb, copy, plen, ts_task_collect, &d);
-    for (size_t i = 0; i < d.n; i++) {
-        ts_task_local(task, wb, d.keys[i], d.lens[i], NULL, 0);
-        free(d.keys[i]);
-    }
-    free(d.keys);
-    free(d.lens);
-    free(copy);
-    return rc;
+static void ts_task_mirror_write(void *arg, ts_state_batch *wb, const char *key, size_t klen,
+                                 const char *val, size_t vlen) {
+    ts_task_local(arg, wb, key, klen, val, vlen);
 }
 
 /* Mirrors the views among the first `n` effects (the processor's; the
@@ -829,51 +748,16 @@ static ts_err ts_task_mirror_drop(ts_task *task, ts_state_batch *wb, const ts_by
  * may move the list: effects are looked up by index, and the byte strings (in
  * the list's arena) do not move. */
 static ts_err ts_task_mirror(ts_task *task, ts_state_batch *wb, size_t n) {
-    size_t len;
     for (size_t i = 0; i < n; i++) {
         const ts_effect *e = ts_effects_at(task->effs, i);
         if (e->dead)
             continue;
-        ts_bytes view;
-        double score;
-        char *key;
-        ts_err rc = TS_OK;
-        switch (e->kind) {
-        case TS_EFF_VIEW_SET:
-            if (!(key = ts_task_mirror_key(task, 'V', &e->a, NULL, &len)))
-                return TS_E_NOMEM;
-            ts_task_local(task, wb, key, len, e->b.data, e->b.len);
-            break;
-        case TS_EFF_VIEW_DEL:
-            if (!(key = ts_task_mirror_key(task, 'V', &e->a, NULL, &len)))
-                return TS_E_NOMEM;
-            ts_task_local(task, wb, key, len, NULL, 0);
-            view = ts_effects_at(task->effs, i)->a;
-            rc = ts_task_mirror_drop(task, wb, &view, 0, 0);
-            break;
-        case TS_EFF_ZADD:
-            if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
-                return TS_E_NOMEM;
-            /* A copy: the score lives in the list, which the write may move. */
-            score = e->num;
-            ts_task_local(task, wb, key, len, (const char *)&score, sizeof(score));
-            break;
-        case TS_EFF_ZREM:
-            if (!(key = ts_task_mirror_key(task, 'W', &e->a, &e->b, &len)))
-                return TS_E_NOMEM;
-            ts_task_local(task, wb, key, len, NULL, 0);
-            break;
-        case TS_EFF_ZREM_BELOW:
-            view = e->a;
-            rc = ts_task_mirror_drop(task, wb, &view, 1, e->num);
-            break;
-        case TS_EFF_EMIT: /* an output event or a DLQ record */
+        if (e->kind == TS_EFF_EMIT) { /* an output event or a DLQ record */
             if (e->b.len + e->c.len + e->d.len > ts_task_record_room(task))
                 task->oversize = 1;
-            break;
-        default:
-            break;
+            continue;
         }
+        ts_err rc = ts_mirror_apply(&task->mirror, wb, e);
         if (rc != TS_OK)
             return rc;
     }
@@ -1055,33 +939,6 @@ void ts_task_rebuild(ts_task *task) {
         task->host->schedule(task->host->arg, task);
 }
 
-static int ts_task_rebuild_string(void *arg, const char *key, size_t klen, const char *val,
-                                  size_t vlen) {
-    ts_task *task = arg;
-    size_t skip = 1 + strlen(task->id) + 1;
-    ts_bytes view = {(char *)key + skip, klen - skip}, value = {(char *)val, vlen};
-    return ts_effects_add(task->rebuild_effs, TS_EFF_VIEW_SET, &view, &value, NULL, NULL, 0) !=
-           TS_OK;
-}
-
-static int ts_task_rebuild_member(void *arg, const char *key, size_t klen, const char *val,
-                                  size_t vlen) {
-    ts_task *task = arg;
-    size_t skip = 1 + strlen(task->id) + 1;
-    const char *view = key + skip, *sep = memchr(view, '\0', klen - skip);
-    double score;
-    if (!sep || vlen != sizeof(score))
-        return 0; /* not a member key: leave it */
-    memcpy(&score, val, sizeof(score));
-    ts_bytes bview = {(char *)view, (size_t)(sep - view)};
-    ts_bytes member = {(char *)sep + 1, klen - skip - bview.len - 1};
-    /* Only this task's members are added back: several tasks may own members
-     * of one sorted set (one writer per member), so the set is never
-     * deleted here. */
-    return ts_effects_add(task->rebuild_effs, TS_EFF_ZADD, &bview, &member, NULL, NULL, score) !=
-           TS_OK;
-}
-
 static void ts_task_rebuild_done(void *arg, ts_err status) {
     ts_task *task = arg;
     size_t n = ts_effects_live(task->rebuild_effs, 0);
@@ -1105,14 +962,7 @@ static void ts_task_rebuild_start(ts_task *task) {
         ts_task_fail(task, TS_E_NOMEM);
         return;
     }
-    char prefix[170];
-    size_t idlen = strlen(task->id);
-    memcpy(prefix + 1, task->id, idlen + 1); /* with its NUL */
-    prefix[0] = 'V';
-    ts_err rc = ts_state_scan(task->host->state, prefix, idlen + 2, ts_task_rebuild_string, task);
-    prefix[0] = 'W';
-    if (rc == TS_OK)
-        rc = ts_state_scan(task->host->state, prefix, idlen + 2, ts_task_rebuild_member, task);
+    ts_err rc = ts_mirror_read(task->host->state, task->id, task->rebuild_effs);
     if (rc != TS_OK) {
         ts_task_fail(task, rc);
         return;
