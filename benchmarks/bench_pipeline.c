@@ -117,8 +117,10 @@ static long bench_proc_kb(pid_t pid, const char *field) {
     return v;
 }
 
-/* User + system CPU seconds of `pid`, or -1. */
-static double bench_proc_cpu(pid_t pid) {
+/* Fields of /proc/<pid>/stat: the parent's pid, and user + system CPU
+ * seconds of the process itself and of its waited-for children. @returns 0,
+ * or -1 when the process is gone. */
+static int bench_proc_stat(pid_t pid, pid_t *ppid, double *cpu, double *children_cpu) {
     char path[64], buf[2048];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
@@ -128,12 +130,81 @@ static double bench_proc_cpu(pid_t pid) {
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
+    int parent = 0;
     unsigned long ut = 0, st = 0;
+    long cut = 0, cst = 0;
     /* After ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt
-     * cmajflt utime stime (fields 3..15). */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+     * cmajflt utime stime cutime cstime (fields 3..17). */
+    if (!p || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %ld %ld",
+                     &parent, &ut, &st, &cut, &cst) != 5)
         return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    *ppid = parent;
+    *cpu = (double)(ut + st) / tick;
+    *children_cpu = (double)(cut + cst) / tick;
+    return 0;
+}
+
+/* User + system CPU seconds of `pid`, or -1. */
+static double bench_proc_cpu(pid_t pid) {
+    pid_t ppid;
+    double cpu, children;
+    return bench_proc_stat(pid, &ppid, &cpu, &children) == 0 ? cpu : -1;
+}
+
+/* CPU seconds of `root` and of every process under it (PostgreSQL's
+ * backends and workers), those that ended included (their time moves to
+ * `root`'s children time when it waits for them). */
+static double bench_tree_cpu(pid_t root) {
+    pid_t ppid;
+    double cpu, children, total = 0;
+    if (bench_proc_stat(root, &ppid, &cpu, &children) != 0)
+        return -1;
+    total = cpu + children;
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        pid_t pid = (pid_t)strtol(de->d_name, NULL, 10);
+        if (pid <= 0 || pid == root || bench_proc_stat(pid, &ppid, &cpu, &children) != 0)
+            continue;
+        double own = cpu;
+        for (int depth = 0; depth < 8 && ppid > 1 && ppid != root; depth++)
+            if (bench_proc_stat(ppid, &ppid, &cpu, &children) != 0)
+                ppid = 0;
+        if (ppid == root)
+            total += own;
+    }
+    if (d)
+        closedir(d);
+    return total;
+}
+
+/* CPU seconds so far of each process sharing the machine's cores in the
+ * end-to-end phase. */
+typedef struct bench_cpu {
+    double runtime, postgres, redis, self;
+    double machine; /* busy CPU seconds of all cores, from /proc/stat */
+} bench_cpu;
+
+/* Seconds all cores spent busy so far (everything but idle and iowait). */
+static double bench_machine_busy(void) {
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int n = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                       &v[3], &v[4], &v[5], &v[6], &v[7])
+              : 0;
+    if (f)
+        fclose(f);
+    if (n != 8)
+        return -1;
+    /* user nice system idle iowait irq softirq steal */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static bench_cpu bench_cpu_now(const bench_ctx *b, pid_t runtime) {
+    return (bench_cpu){bench_proc_cpu(runtime), bench_tree_cpu(ts_servers_pg_pid(b->srv)),
+                       bench_proc_cpu(ts_servers_redis_pid(b->srv)), bench_proc_cpu(getpid()),
+                       bench_machine_busy()};
 }
 
 /* ---- committed offsets -------------------------------------------------------- */
@@ -247,6 +318,45 @@ static int bench_preload(bench_ctx *b) {
     return ok ? 0 : -1;
 }
 
+/* Where the machine's cores went during the phase: CPU per event and cores
+ * used by each process (the runtime's own figure is the row above). */
+static void bench_cpu_report(bench_ctx *b, json_t *tp, const bench_cpu *before,
+                             const bench_cpu *after, double seconds) {
+    const char *names[] = {"runtime", "postgres", "redis", "tsbench", "other"};
+    const char *notes[] = {"", "postmaster and backends", "redis-server",
+                           "this process: the mock Kafka cluster",
+                           "the rest of the machine's busy time (kernel threads, ...)"};
+    double used[] = {after->runtime - before->runtime, after->postgres - before->postgres,
+                     after->redis - before->redis, after->self - before->self, 0};
+    double busy = after->machine - before->machine;
+    used[4] = busy - used[0] - used[1] - used[2] - used[3];
+    if (used[4] < 0)
+        used[4] = 0; /* clock ticks are coarse: never below nothing */
+    json_t *per_event = json_object(), *cores = json_object();
+    double total = 0;
+    for (size_t i = 0; i < 5; i++) {
+        double us = used[i] * 1e6 / (double)b->n_msgs;
+        total += used[i];
+        json_object_set_new(per_event, names[i], json_real(round(us * 10) / 10));
+        json_object_set_new(cores, names[i], json_real(round(used[i] / seconds * 100) / 100));
+        if (i > 0) {
+            char name[64], note[128];
+            snprintf(name, sizeof(name), "%s_cpu_per_event", names[i]);
+            snprintf(note, sizeof(note), "%s, %.2f cores", notes[i], used[i] / seconds);
+            bench_row(b, "pipeline", name, us, "us", note);
+        }
+    }
+    json_object_set_new(per_event, "total", json_real(round(total * 1e7 / (double)b->n_msgs) / 10));
+    json_object_set_new(cores, "total", json_real(round(total / seconds * 100) / 100));
+    json_object_set_new(cores, "machine_busy", json_real(round(busy / seconds * 100) / 100));
+    json_object_set_new(tp, "cpu_us_per_event", per_event);
+    json_object_set_new(tp, "cpu_cores", cores);
+    char note[128];
+    snprintf(note, sizeof(note), "all of the machine's busy time: %.2f of %ld cores",
+             total / seconds, sysconf(_SC_NPROCESSORS_ONLN));
+    bench_row(b, "pipeline", "all_cpu_per_event", total * 1e6 / (double)b->n_msgs, "us", note);
+}
+
 static int bench_throughput(bench_ctx *b, bench_rt *rt, rd_kafka_t *rk) {
     double t_exec = bench_now();
     if (bench_rt_start(b, rt) != 0)
@@ -264,7 +374,7 @@ static int bench_throughput(bench_ctx *b, bench_rt *rt, rd_kafka_t *rk) {
         return -1;
     }
     pid_t perf = b->perf_out ? bench_perf_start(b->perf_out, rt->pid) : 0;
-    double cpu0 = bench_proc_cpu(rt->pid);
+    bench_cpu before = bench_cpu_now(b, rt->pid);
     long rss_peak = 0;
     int rc = bench_wait_all(b, rk, rt, 120 + (double)b->n_msgs / 1000, &rss_peak);
     double t1 = bench_now();
@@ -273,7 +383,8 @@ static int bench_throughput(bench_ctx *b, bench_rt *rt, rd_kafka_t *rk) {
         fprintf(stderr, "bench: the stream was not processed in time; see %s\n", rt->log);
         return -1;
     }
-    double cpu = bench_proc_cpu(rt->pid) - cpu0;
+    bench_cpu after = bench_cpu_now(b, rt->pid);
+    double cpu = after.runtime - before.runtime;
     json_t *tp = bench_rate(b->n_msgs, t1 - t0);
     double per_s = json_real_value(json_object_get(tp, "per_s"));
     json_object_set_new(tp, "startup_s", json_real(round((t0 - t_exec) * 1000) / 1000));
@@ -302,6 +413,7 @@ static int bench_throughput(bench_ctx *b, bench_rt *rt, rd_kafka_t *rk) {
               "user+system CPU of the runtime process");
     bench_row(b, "pipeline", "runtime_rss_peak", (double)rss_peak / 1024, "MiB",
               "sampled every ~50 ms during the run");
+    bench_cpu_report(b, tp, &before, &after, t1 - t0);
     return 0;
 }
 
