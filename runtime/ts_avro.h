@@ -13,6 +13,10 @@
  *
  * Decoders and encoders are not thread-safe; use one per thread (or task).
  * They borrow the ts_schemas they were made from, which must outlive them.
+ *
+ * One file each: ts_schemas.c, ts_decoder.c, ts_encoder.c (with the JSON
+ * conversion both use: defaults in resolution); what they share is in
+ * ts_avro_int.h.
  */
 #ifndef TS_AVRO_H
 #define TS_AVRO_H
