@@ -139,8 +139,7 @@ static int wire_check(wire *w, avro_schema_t schema, int depth) {
         return 0;
     }
     case AVRO_ENUM:
-        if (wire_varint(w, 5, &v) != 0 || v < 0 ||
-            v >= avro_schema_enum_number_of_symbols(schema))
+        if (wire_varint(w, 5, &v) != 0 || v < 0 || v >= avro_schema_enum_number_of_symbols(schema))
             return -1;
         return 0;
     case AVRO_UNION:
@@ -263,17 +262,17 @@ static int resolve_copy(ts_avro_jctx *c, avro_value_t *src, avro_value_t *dst, i
         int b = union_match(ds, ss);
         if (b < 0)
             return ts_avro_fail(c, "writer type %s matches no branch of the reader union",
-                        avro_schema_type_name(ss));
+                                avro_schema_type_name(ss));
         if (avro_value_set_branch(dst, b, &db) != 0)
             return ts_avro_fail(c, "%s", avro_strerror());
         return resolve_copy(c, src, &db, depth + 1);
     }
     if (st != dt && !promotes(st, dt))
         return ts_avro_fail(c, "writer type %s cannot be read as %s", avro_schema_type_name(ss),
-                    avro_schema_type_name(ds));
+                            avro_schema_type_name(ds));
     if (ts_avro_is_named(st) && strcmp(avro_schema_name(ss), avro_schema_name(ds)) != 0)
         return ts_avro_fail(c, "writer type %s cannot be read as %s", avro_schema_name(ss),
-                    avro_schema_name(ds));
+                            avro_schema_name(ds));
 
     switch (st) {
     case AVRO_NULL:
@@ -419,8 +418,8 @@ static int resolve_copy(ts_avro_jctx *c, avro_value_t *src, avro_value_t *dst, i
 typedef struct plan {
     int32_t id;
     const ts_schema_def *writer;
-    int direct;               /* avro-c reads straight into the reader */
-    int branch;               /* reader union branch for a direct read, or -1 */
+    int direct;                 /* avro-c reads straight into the reader */
+    int branch;                 /* reader union branch for a direct read, or -1 */
     avro_value_iface_t *wiface; /* resolve: value of the writer schema */
     avro_value_t wvalue;
     UT_hash_handle hh;
@@ -538,7 +537,7 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
      * its strings copied into views) for an event no producer should send. */
     if (len > TS_AVRO_MAX_MESSAGE) {
         ts_avro_seterr(err, errlen, "message too large (%zu bytes, at most %d)", len,
-               TS_AVRO_MAX_MESSAGE);
+                       TS_AVRO_MAX_MESSAGE);
         return TS_E_DECODE;
     }
     if (b[0] != 0) {
@@ -572,12 +571,12 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
     w.not_utf8 = 0;
     if (wire_check(&w, p->writer->schema, 0) != 0) {
         ts_avro_seterr(err, errlen, "truncated or invalid Avro for schema id %d%s", (int)id,
-               w.not_utf8 ? ": a string is not UTF-8" : "");
+                       w.not_utf8 ? ": a string is not UTF-8" : "");
         return TS_E_DECODE;
     }
     if (w.pos != w.len) {
         ts_avro_seterr(err, errlen, "trailing bytes after Avro for schema id %d (%zu of %zu used)",
-               (int)id, w.pos, w.len);
+                       (int)id, w.pos, w.len);
         return TS_E_DECODE;
     }
 
@@ -599,7 +598,7 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
             goto invalid;
         if (resolve_copy(&c, &p->wvalue, &dec->value, 0) != 0) {
             ts_avro_seterr(err, errlen, "schema id %d cannot be read as '%s': %s", (int)id,
-                   dec->reader->subject, reason);
+                           dec->reader->subject, reason);
             return TS_E_DECODE;
         }
     }
@@ -614,6 +613,6 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
     return TS_OK;
 invalid:
     ts_avro_seterr(err, errlen, "truncated or invalid Avro for schema id %d: %s", (int)id,
-           avro_strerror());
+                   avro_strerror());
     return TS_E_DECODE;
 }

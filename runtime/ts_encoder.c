@@ -28,7 +28,8 @@ size_t ts_avro_path_push(ts_avro_jctx *c, const char *fmt, ...) {
 }
 
 size_t ts_avro_path_field(ts_avro_jctx *c, const char *name) {
-    return c->path[0] == '\0' ? ts_avro_path_push(c, "%s", name) : ts_avro_path_push(c, ".%s", name);
+    return c->path[0] == '\0' ? ts_avro_path_push(c, "%s", name)
+                              : ts_avro_path_push(c, ".%s", name);
 }
 
 int ts_avro_fail(ts_avro_jctx *c, const char *fmt, ...) {
@@ -146,7 +147,7 @@ static int fill_record(ts_avro_jctx *c, const json_t *j, avro_value_t *v, avro_s
 
     if (!json_is_object(j))
         return ts_avro_fail(c, "expected object (record %s), got %s", avro_schema_name(schema),
-                    json_kind(j));
+                            json_kind(j));
     json_object_foreach((json_t *)j, key, jv) {
         if (avro_schema_record_field_get_index(schema, key) < 0) {
             size_t old = ts_avro_path_field(c, key);
@@ -212,7 +213,8 @@ static int fill_union(ts_avro_jctx *c, const json_t *j, avro_value_t *v, avro_sc
                 if (avro_schema_record_field_get_index(b, key) < 0) {
                     if (avro_value_set_branch(v, (int)i, &bv) != 0)
                         return ts_avro_fail(c, "%s", avro_strerror());
-                    return ts_avro_json_fill(c, json_object_get(j, key), &bv, json_array_get(jtype, i));
+                    return ts_avro_json_fill(c, json_object_get(j, key), &bv,
+                                             json_array_get(jtype, i));
                 }
             }
         }
@@ -267,12 +269,13 @@ int ts_avro_json_fill(ts_avro_jctx *c, const json_t *j, avro_value_t *v, const j
             int64_t ms;
             if (ts_time_parse_iso(json_string_value(j), &ms) != 0)
                 return ts_avro_fail(c, "expected ISO-8601 time or epoch milliseconds, got '%s'",
-                            json_string_value(j));
+                                    json_string_value(j));
             return avro_value_set_long(v, ms);
         }
         if (!json_is_integer(j))
             return ts_avro_fail(c, "expected %s, got %s",
-                        ts_avro_jtype_is_timestamp_ms(jtype) ? "timestamp" : "long", json_kind(j));
+                                ts_avro_jtype_is_timestamp_ms(jtype) ? "timestamp" : "long",
+                                json_kind(j));
         return avro_value_set_long(v, (int64_t)json_integer_value(j));
     case AVRO_FLOAT:
     case AVRO_DOUBLE:
@@ -291,7 +294,7 @@ int ts_avro_json_fill(ts_avro_jctx *c, const json_t *j, avro_value_t *v, const j
     case AVRO_FIXED:
         if (!json_is_string(j) || (int64_t)json_string_length(j) != avro_schema_fixed_size(schema))
             return ts_avro_fail(c, "expected a string of %lld bytes",
-                        (long long)avro_schema_fixed_size(schema));
+                                (long long)avro_schema_fixed_size(schema));
         return avro_value_set_fixed(v, (void *)json_string_value(j), json_string_length(j));
     case AVRO_ENUM: {
         int idx;
@@ -352,7 +355,7 @@ struct ts_encoder {
     avro_value_iface_t *iface;
     avro_value_t value; /* of the subject's schema (union or record) */
     int have_value;
-    avro_value_t rec;   /* the record being filled (value itself, or its branch) */
+    avro_value_t rec; /* the record being filled (value itself, or its branch) */
     int have_rec;
 };
 
@@ -401,11 +404,13 @@ static avro_value_t *encoder_start(ts_encoder *enc, const char *name, char *err,
             }
         }
         if (branch < 0) {
-            ts_avro_seterr(err, errlen, "'%s' is not a record of subject '%s'", name, enc->def->subject);
+            ts_avro_seterr(err, errlen, "'%s' is not a record of subject '%s'", name,
+                           enc->def->subject);
             return NULL;
         }
     } else if (avro_typeof(schema) != AVRO_RECORD || strcmp(avro_schema_name(schema), name) != 0) {
-        ts_avro_seterr(err, errlen, "'%s' is not the record of subject '%s'", name, enc->def->subject);
+        ts_avro_seterr(err, errlen, "'%s' is not the record of subject '%s'", name,
+                       enc->def->subject);
         return NULL;
     }
 
@@ -502,8 +507,9 @@ ts_err ts_encoder_from_json(ts_encoder *enc, const json_t *event, char **out, si
     }
     if (avro_typeof(schema) == AVRO_UNION) {
         if (json_object_size(event) != 1) {
-            ts_avro_seterr(err, errlen, "event: expected {\"<record name>\": {fields}} for subject '%s'",
-                   enc->def->subject);
+            ts_avro_seterr(err, errlen,
+                           "event: expected {\"<record name>\": {fields}} for subject '%s'",
+                           enc->def->subject);
             return TS_E_INVALID;
         }
         name = json_object_iter_key(json_object_iter((json_t *)event));

@@ -111,11 +111,12 @@ ts_err ts_kconf_check(const char *name, const char *value, char *why, size_t why
     long long max = strtoll(TS_KCONF_MAX_MESSAGE_BYTES, NULL, 10);
     if (end != value && *end == '\0' && n >= TS_KCONF_MIN_MESSAGE_BYTES && n <= max)
         return TS_OK;
-    snprintf(why, whylen,
-             "'message.max.bytes' must be a number from %d (an input record of Kafka's default "
-             "limit, 1 MB, must fit a DLQ record beside a batch's marker) to %lld (what the changelog "
-             "topics accept), got '%s'",
-             TS_KCONF_MIN_MESSAGE_BYTES, max, value);
+    snprintf(
+        why, whylen,
+        "'message.max.bytes' must be a number from %d (an input record of Kafka's default "
+        "limit, 1 MB, must fit a DLQ record beside a batch's marker) to %lld (what the changelog "
+        "topics accept), got '%s'",
+        TS_KCONF_MIN_MESSAGE_BYTES, max, value);
     return TS_E_CONFIG;
 }
 

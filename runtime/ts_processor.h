@@ -81,11 +81,10 @@ const char *ts_event_str(const ts_event *ev, const char *field);
 /** An identifier field. @returns its string when it is 1 to
  * TS_EVENT_MAX_ID_BYTES bytes long; NULL when missing, empty or longer. */
 const char *ts_event_id(const ts_event *ev, const char *field);
-/* Room for the suffix of an output event's id derived from its input's
- * ("<event_id>:identified"): a processor that derives ids takes input event
- * ids of at most TS_EVENT_MAX_ID_BYTES minus this, so that its outputs' ids
- * are valid inputs downstream. */
-#define TS_EVENT_ID_SUFFIX_ROOM 32
+/* The longest event id a processor takes when it derives its output events'
+ * ids from it ("<event_id>:identified"): 32 bytes below the longest id, room
+ * for the suffix, so that its outputs' ids are valid inputs downstream. */
+#define TS_EVENT_MAX_SOURCE_ID_BYTES (TS_EVENT_MAX_ID_BYTES - 32)
 /** Reads an int or long field (timestamps too). @returns 0, or -1 when missing. */
 int ts_event_long(const ts_event *ev, const char *field, int64_t *out);
 /** Reads a float or double field. @returns 0, or -1 when missing. */

@@ -125,7 +125,8 @@ const json_t *ts_schemas_named(const ts_schema_def *def, avro_schema_t schema) {
 
 /* JSON type node of a field/branch resolved to its definition when it names
  * a type; NULL-safe. */
-const json_t *ts_avro_jtype_deref(const ts_schema_def *def, const json_t *jtype, avro_schema_t schema) {
+const json_t *ts_avro_jtype_deref(const ts_schema_def *def, const json_t *jtype,
+                                  avro_schema_t schema) {
     if (jtype == NULL || json_is_string(jtype)) {
         avro_type_t t = avro_typeof(schema);
         if (t == AVRO_RECORD || t == AVRO_ENUM || t == AVRO_FIXED)
@@ -269,8 +270,9 @@ static ts_err parse_entry(yaml_document_t *doc, yaml_node_t *item, const char *y
     int have_id = 0;
 
     if (item->type != YAML_MAPPING_NODE) {
-        ts_avro_seterr(err, errlen, "%s:%d: an entry must be a mapping {id, subject, version, file}",
-               ypath, line);
+        ts_avro_seterr(err, errlen,
+                       "%s:%d: an entry must be a mapping {id, subject, version, file}", ypath,
+                       line);
         return TS_E_CONFIG;
     }
     for (pair = item->data.mapping.pairs.start; pair < item->data.mapping.pairs.top; pair++) {
@@ -285,16 +287,16 @@ static ts_err parse_entry(yaml_document_t *doc, yaml_node_t *item, const char *y
         }
         if (strcmp(key, "id") == 0) {
             if (parse_int(val, 1, INT32_MAX, &v) != 0) {
-                ts_avro_seterr(err, errlen, "%s:%d: id must be an integer from 1 to %d, got '%s'", ypath,
-                       vline, INT32_MAX, val);
+                ts_avro_seterr(err, errlen, "%s:%d: id must be an integer from 1 to %d, got '%s'",
+                               ypath, vline, INT32_MAX, val);
                 return TS_E_CONFIG;
             }
             def->id = (int32_t)v;
             have_id = 1;
         } else if (strcmp(key, "version") == 0) {
             if (parse_int(val, 1, INT_MAX, &v) != 0) {
-                ts_avro_seterr(err, errlen, "%s:%d: version must be a positive integer, got '%s'", ypath,
-                       vline, val);
+                ts_avro_seterr(err, errlen, "%s:%d: version must be a positive integer, got '%s'",
+                               ypath, vline, val);
                 return TS_E_CONFIG;
             }
             def->version = (int)v;
@@ -305,21 +307,23 @@ static ts_err parse_entry(yaml_document_t *doc, yaml_node_t *item, const char *y
                 return TS_E_CONFIG;
             }
             if (key[0] == 'f' && (val[0] == '/' || strstr(val, "..") != NULL)) {
-                ts_avro_seterr(err, errlen, "%s:%d: file must be a path inside the schema folder", ypath,
-                       vline);
+                ts_avro_seterr(err, errlen, "%s:%d: file must be a path inside the schema folder",
+                               ypath, vline);
                 return TS_E_CONFIG;
             }
             *dst = strdup(val);
             if (*dst == NULL)
                 return TS_E_NOMEM;
         } else {
-            ts_avro_seterr(err, errlen, "%s:%d: unknown key '%s' (expected id, subject, version, file)",
-                   ypath, vline, key);
+            ts_avro_seterr(err, errlen,
+                           "%s:%d: unknown key '%s' (expected id, subject, version, file)", ypath,
+                           vline, key);
             return TS_E_CONFIG;
         }
     }
     if (!have_id || def->subject == NULL || def->version == 0 || def->file == NULL) {
-        ts_avro_seterr(err, errlen, "%s:%d: an entry needs id, subject, version and file", ypath, line);
+        ts_avro_seterr(err, errlen, "%s:%d: an entry needs id, subject, version and file", ypath,
+                       line);
         return TS_E_CONFIG;
     }
     return TS_OK;
@@ -349,7 +353,7 @@ static ts_err parse_ids(ts_schemas *s, const char *ypath, char *err, size_t errl
     yaml_parser_set_input_file(&parser, f);
     if (!yaml_parser_load(&parser, &doc)) {
         ts_avro_seterr(err, errlen, "%s:%d: %s", ypath, (int)parser.problem_mark.line + 1,
-               parser.problem != NULL ? parser.problem : "invalid YAML");
+                       parser.problem != NULL ? parser.problem : "invalid YAML");
         yaml_parser_delete(&parser);
         fclose(f);
         return TS_E_CONFIG;
@@ -357,7 +361,7 @@ static ts_err parse_ids(ts_schemas *s, const char *ypath, char *err, size_t errl
     root = yaml_document_get_root_node(&doc);
     if (root == NULL || root->type != YAML_MAPPING_NODE) {
         ts_avro_seterr(err, errlen, "%s:%d: expected a mapping with key 'schemas'", ypath,
-               root != NULL ? (int)root->start_mark.line + 1 : 1);
+                       root != NULL ? (int)root->start_mark.line + 1 : 1);
         goto out;
     }
     for (pair = root->data.mapping.pairs.start; pair < root->data.mapping.pairs.top; pair++) {
@@ -367,13 +371,13 @@ static ts_err parse_ids(ts_schemas *s, const char *ypath, char *err, size_t errl
             seq = yaml_document_get_node(&doc, pair->value);
         } else {
             ts_avro_seterr(err, errlen, "%s:%d: unknown key '%s' (expected 'schemas')", ypath,
-                   (int)knode->start_mark.line + 1, key != NULL ? key : "?");
+                           (int)knode->start_mark.line + 1, key != NULL ? key : "?");
             goto out;
         }
     }
     if (seq == NULL || seq->type != YAML_SEQUENCE_NODE) {
         ts_avro_seterr(err, errlen, "%s:%d: 'schemas' must be a list", ypath,
-               seq != NULL ? (int)seq->start_mark.line + 1 : 1);
+                       seq != NULL ? (int)seq->start_mark.line + 1 : 1);
         goto out;
     }
     n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
@@ -398,8 +402,8 @@ static ts_err parse_ids(ts_schemas *s, const char *ypath, char *err, size_t errl
             }
             if (s->defs[j].version == def->version &&
                 strcmp(s->defs[j].subject, def->subject) == 0) {
-                ts_avro_seterr(err, errlen, "%s:%d: duplicate version %d of subject '%s'", ypath, line,
-                       def->version, def->subject);
+                ts_avro_seterr(err, errlen, "%s:%d: duplicate version %d of subject '%s'", ypath,
+                               line, def->version, def->subject);
                 rc = TS_E_CONFIG;
                 goto out;
             }

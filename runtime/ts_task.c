@@ -240,10 +240,10 @@ static ts_err ts_task_load(ts_task *task, char *err, size_t errlen) {
     return TS_OK;
 }
 
-/* The task's encoder of output `topic`, made on first use. */
 static void ts_task_mirror_write(void *arg, ts_state_batch *wb, const char *key, size_t klen,
                                  const char *val, size_t vlen);
 
+/* The task's encoder of output `topic`, made on first use. */
 static ts_encoder *ts_task_encoder_for(void *arg, const char *topic) {
     ts_task *task = arg;
     for (size_t i = 0; i < task->n_encoders; i++)

@@ -200,10 +200,10 @@ static ts_err bc_process(void *self, ts_ctx *ctx, const ts_event *ev) {
         return ts_ctx_reject(ctx, "BeaconDetected %s: event_id, device_id, store_id, beacon_id "
                                   "and source must be non-empty (ids at most %d bytes)",
                              in.event_id ? in.event_id : "?", TS_EVENT_MAX_ID_BYTES);
-    if (strlen(in.event_id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM)
+    if (strlen(in.event_id) > TS_EVENT_MAX_SOURCE_ID_BYTES)
         return ts_ctx_reject(ctx, "BeaconDetected of device %s: event_id must be at most %d "
                                   "bytes (its outputs' ids are derived from it)",
-                             in.device_id, TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM);
+                             in.device_id, TS_EVENT_MAX_SOURCE_ID_BYTES);
     if (ts_event_long(ev, "detected_at", &in.at) != 0 || in.at < 0)
         return ts_ctx_reject(ctx, "BeaconDetected %s of device %s: no valid detected_at",
                              in.event_id, in.device_id);

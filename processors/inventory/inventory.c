@@ -447,10 +447,10 @@ static ts_err inv_process(void *self, ts_ctx *ctx, const ts_event *ev) {
         return ts_ctx_reject(ctx, "%s: event_id and product_id must be non-empty (product_id at "
                                   "most %d bytes)",
                              ev->type, TS_EVENT_MAX_ID_BYTES);
-    if (strlen(event_id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM)
+    if (strlen(event_id) > TS_EVENT_MAX_SOURCE_ID_BYTES)
         return ts_ctx_reject(ctx, "%s for product %s: event_id must be at most %d bytes (its "
                                   "outputs' ids are derived from it)",
-                             ev->type, product_id, TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM);
+                             ev->type, product_id, TS_EVENT_MAX_SOURCE_ID_BYTES);
     if (ts_event_long(ev, time_field, &at) != 0 || at < 0)
         return ts_ctx_reject(ctx, "%s for product %s: no valid %s", ev->type, product_id,
                              time_field);

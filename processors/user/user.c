@@ -639,10 +639,10 @@ static ts_err us_process(void *self, ts_ctx *ctx, const ts_event *ev) {
     if (!event_id || !*event_id)
         return ts_ctx_reject(ctx, "%s for user %s: event_id must be non-empty", ev->type,
                              user_id);
-    if (strlen(event_id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM)
+    if (strlen(event_id) > TS_EVENT_MAX_SOURCE_ID_BYTES)
         return ts_ctx_reject(ctx, "%s for user %s: event_id must be at most %d bytes (its "
                                   "outputs' ids are derived from it)",
-                             ev->type, user_id, TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM);
+                             ev->type, user_id, TS_EVENT_MAX_SOURCE_ID_BYTES);
     if (ts_event_long(ev, time_field, &at) != 0 || at < 0)
         return ts_ctx_reject(ctx, "%s for user %s: no valid %s", ev->type, user_id, time_field);
 

@@ -307,18 +307,18 @@ Test(beacon, malformed_detection_is_rejected,
              "at most 256 bytes");
     rejected(detect(drv, "d4", "dev-1", "s1", "APP", -50, longest, "2026-01-10T09:00:00.000Z"),
              "customer_id must be non-empty, at most 256 bytes");
-    longest[TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM + 1] = '\0';
+    longest[TS_EVENT_MAX_SOURCE_ID_BYTES + 1] = '\0';
     rejected(detect(drv, longest, "dev-1", "s1", "APP", -50, NULL, "2026-01-10T09:00:00.000Z"),
              "event_id must be at most 224 bytes");
     cr_expect_eq(ts_driver_state_count(drv), 0);
     cr_expect_eq(ts_driver_emitted(drv, VISITS), 0);
     cr_expect_eq(ts_driver_emitted(drv, IDENTIFIED), 0);
     /* One byte shorter is taken, and the ids derived from it are ids. */
-    longest[TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM] = '\0';
+    longest[TS_EVENT_MAX_SOURCE_ID_BYTES] = '\0';
     ok(detect(drv, longest, "dev-1", "s1", "QR", -50, "c1", "2026-01-10T09:00:00.000Z"));
     json_t *e = emitted(IDENTIFIED, 0);
     const char *id = sfield(json_object_get(e, "value"), "event_id");
-    cr_assert(id && strlen(id) > TS_EVENT_MAX_ID_BYTES - TS_EVENT_ID_SUFFIX_ROOM &&
+    cr_assert(id && strlen(id) > TS_EVENT_MAX_SOURCE_ID_BYTES &&
                   strlen(id) <= TS_EVENT_MAX_ID_BYTES,
               "derived id of %zu bytes", id ? strlen(id) : 0);
     json_decref(e);
