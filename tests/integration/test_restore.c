@@ -7,7 +7,6 @@
  * torn batch left in the changelog do not count, in its middle or as the
  * partition's first batch. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h> /* after rdkafka.h */
 #include <signal.h>
@@ -66,17 +65,10 @@ static int log_has(const char *needle) {
     return found;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void wipe_local_state(void) {
     char state[256];
     snprintf(state, sizeof(state), "%s/state", tp.dir);
-    nftw(state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ts_testenv_rmtree(state);
 }
 
 static size_t dlq_size(void) {

@@ -11,6 +11,7 @@
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -211,4 +212,16 @@ int ts_testenv_pg_query(const char *conninfo, char *out, size_t cap, const char 
     PQclear(res);
     PQfinish(conn);
     return rc;
+}
+
+static int ts_testenv_rm_entry(const char *path, const struct stat *sb, int flag,
+                               struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void ts_testenv_rmtree(const char *dir) {
+    nftw(dir, ts_testenv_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -29,6 +29,9 @@ typedef struct ts_testenv_runtime {
  * environment; the child dies with its parent. @returns its pid, or -1. */
 pid_t ts_testenv_spawn_runtime(const ts_testenv_runtime *rt);
 
+/** Removes `dir` and everything below it (links are not followed). */
+void ts_testenv_rmtree(const char *dir);
+
 /** Scales a timeout by env TS_TEST_TIMEOUT_MULTIPLIER (default 1). */
 double ts_testenv_timeout(double seconds);
 

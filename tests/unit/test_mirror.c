@@ -3,12 +3,12 @@
  * members below a score see the members the same batch wrote; each task reads
  * only its own. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ts_mirror.h"
+#include "ts_testenv.h"
 
 static char dir[] = "/tmp/ts-mirror-XXXXXX";
 static ts_state *st;
@@ -20,16 +20,9 @@ static void setup(void) {
     cr_assert_eq(ts_state_open(dir, &st, err, sizeof(err)), TS_OK, "%s", err);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void teardown(void) {
     ts_state_close(st);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ts_testenv_rmtree(dir);
 }
 
 TestSuite(mirror, .init = setup, .fini = teardown);

@@ -2,12 +2,12 @@
  * whole with the later of two ops on a key winning, and a scan during a batch
  * that sees the batch's own puts and deletes. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ts_state.h"
+#include "ts_testenv.h"
 
 static char dir[] = "/tmp/ts-state-XXXXXX";
 static ts_state *st;
@@ -18,16 +18,9 @@ static void setup(void) {
     cr_assert_eq(ts_state_open(dir, &st, err, sizeof(err)), TS_OK, "%s", err);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void teardown(void) {
     ts_state_close(st);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ts_testenv_rmtree(dir);
 }
 
 TestSuite(state, .init = setup, .fini = teardown);

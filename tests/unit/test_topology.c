@@ -2,7 +2,6 @@
  * files with the message each must produce, defaults, path resolution,
  * environment overrides and the conversion of `params` to JSON. */
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include "ts_kconf.h"
+#include "ts_testenv.h"
 #include "ts_topology.h"
 
 static char tmpdir[PATH_MAX];
@@ -29,14 +29,9 @@ static void setup(void) {
     cr_assert_not_null(realpath(tmpl, tmpdir));
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static void teardown(void) {
     if (tmpdir[0])
-        nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+        ts_testenv_rmtree(tmpdir);
 }
 
 TestSuite(topology, .init = setup, .fini = teardown);
