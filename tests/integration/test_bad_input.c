@@ -58,11 +58,13 @@ static void raw(const void *bytes, size_t len) {
                  len);
 }
 
-static void good(const char *json) {
+/* Produces a JSON event encoded as is; @returns its length in bytes. */
+static size_t produce(const char *json) {
     size_t len = 0;
     char *bytes = encode(TOPIC, json, &len);
     raw(bytes, len);
     free(bytes);
+    return len;
 }
 
 static int runtime_alive(void) {
@@ -80,7 +82,7 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     bad_rec bad[12];
     size_t n_bad = 0;
 
-    good("{\"BookCreated\": {\"event_id\": \"g1\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
+    produce("{\"BookCreated\": {\"event_id\": \"g1\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
          "\"title\": \"Fox\", \"created_at\": \"2026-01-10T09:00:00.000Z\"}}");
 
     /* 1. Undecodable bytes (no Confluent frame). */
@@ -128,20 +130,14 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     free(json);
     free(title);
     /* 6. Absurd values, well-formed: the processor rejects them. */
-    bytes = encode(TOPIC, "{\"PageUpserted\": {\"event_id\": \"a1\", \"book_id\": \"b1\", "
-                          "\"user_id\": \"u1\", \"page_no\": -7, \"text\": \"minus seven\", "
-                          "\"updated_at\": \"2026-01-10T09:03:00.000Z\"}}",
-                   &len);
-    raw(bytes, len);
+    len = produce("{\"PageUpserted\": {\"event_id\": \"a1\", \"book_id\": \"b1\", \"user_id\": "
+                  "\"u1\", \"page_no\": -7, \"text\": \"minus seven\", "
+                  "\"updated_at\": \"2026-01-10T09:03:00.000Z\"}}");
     bad[n_bad++] = (bad_rec){"absurd page_no", "below 1", len};
-    free(bytes);
-    bytes = encode(TOPIC, "{\"BookCreated\": {\"event_id\": \"a2\", \"book_id\": \"\", "
-                          "\"user_id\": \"u1\", \"title\": \"nameless\", "
-                          "\"created_at\": \"2026-01-10T09:04:00.000Z\"}}",
-                   &len);
-    raw(bytes, len);
+    len = produce("{\"BookCreated\": {\"event_id\": \"a2\", \"book_id\": \"\", \"user_id\": "
+                  "\"u1\", \"title\": \"nameless\", "
+                  "\"created_at\": \"2026-01-10T09:04:00.000Z\"}}");
     bad[n_bad++] = (bad_rec){"empty book_id", "must be non-empty", len};
-    free(bytes);
 
     /* 7. Identifiers too long to be keys: a book_id of 4000 bytes (text no
      * index compresses well: PostgreSQL refuses a btree entry over ~2.7 KB,
@@ -159,18 +155,12 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
              "{\"BookCreated\": {\"event_id\": \"l1\", \"book_id\": \"%s\", \"user_id\": "
              "\"u1\", \"title\": \"Long\", \"created_at\": \"2026-01-10T09:04:30.000Z\"}}",
              long_id);
-    bytes = encode(TOPIC, json, &len);
-    raw(bytes, len);
-    bad[n_bad++] = (bad_rec){"long book_id", "at most 256 bytes", len};
-    free(bytes);
+    bad[n_bad++] = (bad_rec){"long book_id", "at most 256 bytes", produce(json)};
     snprintf(json, sizeof(long_id) + 512,
              "{\"BookCreated\": {\"event_id\": \"%s\", \"book_id\": \"b8\", \"user_id\": "
              "\"u1\", \"title\": \"Long\", \"created_at\": \"2026-01-10T09:04:40.000Z\"}}",
              long_id);
-    bytes = encode(TOPIC, json, &len);
-    raw(bytes, len);
-    bad[n_bad++] = (bad_rec){"long event_id", "event_id of 4000 bytes", len};
-    free(bytes);
+    bad[n_bad++] = (bad_rec){"long event_id", "event_id of 4000 bytes", produce(json)};
     free(json);
 
     /* 8. Text that is not UTF-8 (Avro strings are; PostgreSQL refuses
@@ -187,9 +177,9 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     free(bytes);
 
     /* Good events after all of it, on the same partition. */
-    good("{\"PageUpserted\": {\"event_id\": \"g2\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
+    produce("{\"PageUpserted\": {\"event_id\": \"g2\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
          "\"page_no\": 1, \"text\": \"one\", \"updated_at\": \"2026-01-10T09:05:00.000Z\"}}");
-    good("{\"BookCreated\": {\"event_id\": \"g3\", \"book_id\": \"b2\", \"user_id\": \"u1\", "
+    produce("{\"BookCreated\": {\"event_id\": \"g3\", \"book_id\": \"b2\", \"user_id\": \"u1\", "
          "\"title\": \"Moon\", \"created_at\": \"2026-01-10T09:06:00.000Z\"}}");
 
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0,
