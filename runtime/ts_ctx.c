@@ -60,6 +60,11 @@
 #define TS_CTX_CACHE_ENTRIES 2048
 #define TS_CTX_CACHE_BYTES (1u << 20)
 #define TS_CTX_MAX_UNCACHED 4
+/* The times a row may hold: years 1 to 9999, what PostgreSQL's timestamptz
+ * and ISO-8601's four-digit years both take. A later one would be refused by
+ * PostgreSQL on every retry and stop the partition for good. */
+#define TS_ROW_MIN_TIME_MS (-62135596800000LL) /* 0001-01-01T00:00:00.000Z */
+#define TS_ROW_MAX_TIME_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
 
 typedef struct ts_ctx_entry {
     char *key;
@@ -94,6 +99,8 @@ struct ts_row {
     char *table;
     ts_ctx_col *cols;
     size_t ncols, cap, nkey;
+    char *bad_column; /* the first column given a value no row may hold */
+    int64_t bad_ms;   /* its value: a time out of range */
 };
 
 struct ts_ctx {
@@ -106,6 +113,7 @@ struct ts_ctx {
     ts_ctx_entry *event; /* event overlay (all dirty) */
     size_t dirty_count;
     size_t clean_count, clean_bytes; /* the entries kept from earlier batches */
+    int row_refused; /* the event made a row no table may hold: it is rejected */
     char *uncached[TS_CTX_MAX_UNCACHED]; /* "store\x1f" prefixes kept for one batch only */
     size_t uncached_len[TS_CTX_MAX_UNCACHED];
     size_t n_uncached;
@@ -175,6 +183,8 @@ static void ts_ctx_row_reset(ts_row *row) {
     row->ncols = row->nkey = 0;
     free(row->table);
     row->table = NULL;
+    free(row->bad_column);
+    row->bad_column = NULL;
 }
 
 /* Releases the deferred views from index `from` on. */
@@ -228,6 +238,7 @@ void ts_ctx_event_begin(ts_ctx *ctx, const ts_event *ev) {
     ctx->effects_mark = ts_effects_mark(ctx->effs);
     ctx->reason[0] = '\0';
     ctx->state_failed = 0;
+    ctx->row_refused = 0;
 }
 
 /* Removes `e` from the batch overlay and frees it. */
@@ -293,6 +304,8 @@ static void ts_ctx_loans_end(ts_ctx *ctx, int failed) {
 ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
     if (ctx->state_failed)
         result = TS_E_STATE;
+    else if (ctx->row_refused && result == TS_OK)
+        result = TS_E_REJECT; /* even if the processor let ts_row_done's answer go */
     ts_ctx_loans_end(ctx, result != TS_OK);
     ts_renders_event_end(ctx->renders, result != TS_OK);
     if (result == TS_OK) {
@@ -858,6 +871,13 @@ void ts_row_double(ts_row *row, const char *column, double value) {
 }
 
 void ts_row_time(ts_row *row, const char *column, int64_t epoch_ms) {
+    if (epoch_ms < TS_ROW_MIN_TIME_MS || epoch_ms > TS_ROW_MAX_TIME_MS) {
+        if (!row->bad_column) { /* the row is refused whole by ts_row_done */
+            row->bad_column = strdup(column);
+            row->bad_ms = epoch_ms;
+        }
+        return;
+    }
     char buf[40];
     ts_time_iso(epoch_ms, buf, sizeof(buf));
     ts_row_add(row, column, buf, strlen(buf));
@@ -927,6 +947,15 @@ ts_err ts_row_done(ts_row *row) {
     ts_ctx *ctx = row->ctx;
     if (ctx->state_failed || !row->table)
         return TS_E_STATE;
+    if (row->bad_column) {
+        ctx->row_refused = 1;
+        ts_err rc = ts_ctx_reject(ctx,
+                                  "%s.%s: time %" PRId64 " ms is outside the years 1 to 9999 "
+                                  "(PostgreSQL and ISO-8601 dates)",
+                                  row->table, row->bad_column, row->bad_ms);
+        ts_ctx_row_reset(row);
+        return rc;
+    }
     ts_rowcol cols[64];
     if (row->ncols > 64 || row->nkey == 0) {
         ts_log_error("ctx", "row %s: %zu columns, %zu key columns", row->table, row->ncols,

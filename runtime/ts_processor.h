@@ -183,12 +183,17 @@ void ts_row_key(ts_row *row, const char *column, const char *value);
 void ts_row_text(ts_row *row, const char *column, const char *value);
 void ts_row_long(ts_row *row, const char *column, int64_t value);
 void ts_row_double(ts_row *row, const char *column, double value);
-/** Adds a timestamptz column from epoch milliseconds. */
+/** Adds a timestamptz column from epoch milliseconds. A time outside the
+ * years 1 to 9999 (PostgreSQL would refuse the row on every retry) makes
+ * ts_row_done reject the event. */
 void ts_row_time(ts_row *row, const char *column, int64_t epoch_ms);
 /** Adds a column from JSON: strings as text, arrays of strings as text[]
  * literals, objects as jsonb text, null as SQL NULL. */
 void ts_row_json(ts_row *row, const char *column, const json_t *value);
-/** Finishes the row and records the effect. */
+/** Finishes the row and records the effect. @returns TS_OK; TS_E_REJECT
+ * with the reason given to the context when a column's value cannot be
+ * stored (the event is then rejected whatever `process` returns); or an
+ * error. */
 ts_err ts_row_done(ts_row *row);
 
 /** Emits an output event to `topic` with `key`. `value` is a record of one of

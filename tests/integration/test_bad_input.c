@@ -79,7 +79,7 @@ typedef struct bad_rec {
 
 Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     /* What goes to the DLQ, in order, and a piece of each reason. */
-    bad_rec bad[12];
+    bad_rec bad[14];
     size_t n_bad = 0;
 
     produce("{\"BookCreated\": {\"event_id\": \"g1\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
@@ -175,6 +175,12 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     raw(bytes, len);
     bad[n_bad++] = (bad_rec){"title not UTF-8", "a string is not UTF-8", len};
     free(bytes);
+
+    /* 9. A time no PostgreSQL timestamp holds (year ~285 million): the row
+     * would be refused on every retry. */
+    len = produce("{\"BookCreated\": {\"event_id\": \"t9\", \"book_id\": \"b6\", \"user_id\": "
+                  "\"u1\", \"title\": \"Far\", \"created_at\": 9000000000000000000}}");
+    bad[n_bad++] = (bad_rec){"time out of range", "outside the years 1 to 9999", len};
 
     /* Good events after all of it, on the same partition. */
     produce("{\"PageUpserted\": {\"event_id\": \"g2\", \"book_id\": \"b1\", \"user_id\": \"u1\", "

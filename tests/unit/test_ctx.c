@@ -551,3 +551,42 @@ Test(ctx, an_events_largest_write_is_measured_on_its_serialized_documents) {
     json_decref(big);
     json_decref(small);
 }
+
+Test(ctx, a_row_time_no_table_may_hold_rejects_the_event_even_if_the_processor_lets_it_go) {
+    /* The years 1 to 9999 are stored. */
+    ts_ctx_event_begin(ctx, &ev);
+    ts_row *row = ts_ctx_row_upsert(ctx, "books");
+    ts_row_key(row, "book_id", "b1");
+    ts_row_time(row, "created_at", 253402300799999LL); /* 9999-12-31T23:59:59.999Z */
+    cr_assert_eq(ts_row_done(row), TS_OK);
+    cr_assert_eq(ts_ctx_event_end(ctx, TS_OK, NULL), TS_OK);
+    cr_assert_eq(ts_effects_live(effs, 0), 1);
+
+    /* One millisecond later is refused, with the state the event wrote. */
+    ts_ctx_event_begin(ctx, &ev);
+    cr_assert_eq(ts_ctx_put(ctx, "s", "k", "v", 1), TS_OK);
+    row = ts_ctx_row_upsert(ctx, "books");
+    ts_row_key(row, "book_id", "b2");
+    ts_row_time(row, "created_at", 253402300800000LL);
+    cr_assert_eq(ts_row_done(row), TS_E_REJECT);
+    const char *why = NULL;
+    /* The processor went on as if nothing happened: still rejected. */
+    cr_assert_eq(ts_ctx_event_end(ctx, TS_OK, &why), TS_E_REJECT);
+    cr_assert(why && strstr(why, "books.created_at") && strstr(why, "years 1 to 9999"), "%s",
+              why ? why : "(none)");
+    cr_assert_eq(ts_effects_live(effs, 0), 1, "the refused row's event added nothing");
+    ts_ctx_event_begin(ctx, &ev);
+    const char *val;
+    size_t len;
+    cr_assert_eq(ts_ctx_get(ctx, "s", "k", &val, &len), TS_E_NOTFOUND);
+    ts_ctx_event_end(ctx, TS_OK, NULL);
+
+    /* The next event is not marked by the last one's refusal. */
+    ts_ctx_event_begin(ctx, &ev);
+    row = ts_ctx_row_upsert(ctx, "books");
+    ts_row_key(row, "book_id", "b3");
+    ts_row_time(row, "created_at", -62135596800000LL); /* 0001-01-01T00:00:00.000Z */
+    cr_assert_eq(ts_row_done(row), TS_OK);
+    cr_assert_eq(ts_ctx_event_end(ctx, TS_OK, NULL), TS_OK);
+    cr_assert_eq(ts_effects_live(effs, 0), 2);
+}
