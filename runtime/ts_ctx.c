@@ -875,6 +875,8 @@ void ts_row_time(ts_row *row, const char *column, int64_t epoch_ms) {
         if (!row->bad_column) { /* the row is refused whole by ts_row_done */
             row->bad_column = strdup(column);
             row->bad_ms = epoch_ms;
+            if (!row->bad_column)
+                row->ctx->state_failed = 1;
         }
         return;
     }
