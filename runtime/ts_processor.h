@@ -82,7 +82,7 @@ const char *ts_event_str(const ts_event *ev, const char *field);
  * TS_EVENT_MAX_ID_BYTES bytes long; NULL when missing, empty or longer. */
 const char *ts_event_id(const ts_event *ev, const char *field);
 /* The longest event id a processor takes when it derives its output events'
- * ids from it ("<event_id>:identified"): 32 bytes below the longest id, room
+ * ids from it ("<event_id>:<suffix>"): 32 bytes below the longest id, room
  * for the suffix, so that its outputs' ids are valid inputs downstream. */
 #define TS_EVENT_MAX_SOURCE_ID_BYTES (TS_EVENT_MAX_ID_BYTES - 32)
 /** Reads an int or long field (timestamps too). @returns 0, or -1 when missing. */

@@ -45,6 +45,12 @@ static void apply(ts_mirror *m, ts_state_batch *wb, ts_effect_kind kind, const c
     cr_assert_eq(ts_mirror_apply(m, wb, &e), TS_OK);
 }
 
+/* Writes the batch to the state and frees it. */
+static void write_batch(ts_state_batch *wb) {
+    cr_assert_eq(ts_state_write(st, wb), TS_OK);
+    ts_state_batch_destroy(wb);
+}
+
 /* The mirror of `task` as text, one "set <view>=<value>" or "zadd <view>
  * <member> <score>" per line, in the order read. */
 static char *read_back(const char *task) {
@@ -74,16 +80,14 @@ Test(mirror, views_and_members_read_back_as_written) {
     apply(&m, wb, TS_EFF_ZADD, "top", "m1", 1);
     apply(&m, wb, TS_EFF_ZADD, "top", "m2", 5.5);
     apply(&m, wb, TS_EFF_ROW_UPSERT, "books", "cols", 0); /* not a view: left */
-    cr_assert_eq(ts_state_write(st, wb), TS_OK);
-    ts_state_batch_destroy(wb);
+    write_batch(wb);
     cr_expect_eq(writes, 3, "one key per view effect, none for a row");
     cr_expect_str_eq(read_back("p/0"), "set book:1={\"t\":1}\nzadd top m1 1\nzadd top m2 5.5\n");
 
     wb = ts_state_batch_create();
     apply(&m, wb, TS_EFF_VIEW_SET, "book:1", "{\"t\":2}", 0);
     apply(&m, wb, TS_EFF_ZREM, "top", "m1", 0);
-    cr_assert_eq(ts_state_write(st, wb), TS_OK);
-    ts_state_batch_destroy(wb);
+    write_batch(wb);
     cr_expect_str_eq(read_back("p/0"), "set book:1={\"t\":2}\nzadd top m2 5.5\n");
     ts_mirror_close(&m);
 }
@@ -94,15 +98,13 @@ Test(mirror, deletes_see_the_members_their_own_batch_wrote) {
     ts_state_batch *wb = ts_state_batch_create();
     apply(&m, wb, TS_EFF_ZADD, "top", "old", 1);
     apply(&m, wb, TS_EFF_ZADD, "top", "keep", 9);
-    cr_assert_eq(ts_state_write(st, wb), TS_OK);
-    ts_state_batch_destroy(wb);
+    write_batch(wb);
 
     wb = ts_state_batch_create();
     apply(&m, wb, TS_EFF_ZADD, "top", "new-low", 0.5); /* not stored yet */
     apply(&m, wb, TS_EFF_ZADD, "top", "new-high", 7);
     apply(&m, wb, TS_EFF_ZREM_BELOW, "top", NULL, 2);
-    cr_assert_eq(ts_state_write(st, wb), TS_OK);
-    ts_state_batch_destroy(wb);
+    write_batch(wb);
     cr_expect_str_eq(read_back("p/0"), "zadd top keep 9\nzadd top new-high 7\n");
 
     wb = ts_state_batch_create();
@@ -110,8 +112,7 @@ Test(mirror, deletes_see_the_members_their_own_batch_wrote) {
     apply(&m, wb, TS_EFF_ZADD, "top", "newest", 3);
     apply(&m, wb, TS_EFF_VIEW_DEL, "top", NULL, 0); /* the view and every member */
     apply(&m, wb, TS_EFF_ZADD, "other", "m", 1);
-    cr_assert_eq(ts_state_write(st, wb), TS_OK);
-    ts_state_batch_destroy(wb);
+    write_batch(wb);
     cr_expect_str_eq(read_back("p/0"), "zadd other m 1\n");
     ts_mirror_close(&m);
 }
@@ -125,12 +126,10 @@ Test(mirror, each_task_reads_only_its_own) {
     apply(&b, wb, TS_EFF_VIEW_SET, "v", "from 1", 0);
     apply(&a, wb, TS_EFF_ZADD, "z", "a", 1);
     apply(&b, wb, TS_EFF_ZADD, "z", "b", 2);
-    cr_assert_eq(ts_state_write(st, wb), TS_OK);
-    ts_state_batch_destroy(wb);
+    write_batch(wb);
     wb = ts_state_batch_create();
     apply(&b, wb, TS_EFF_VIEW_DEL, "z", NULL, 0); /* task 1's members of z only */
-    cr_assert_eq(ts_state_write(st, wb), TS_OK);
-    ts_state_batch_destroy(wb);
+    write_batch(wb);
     cr_expect_str_eq(read_back("p/0"), "set v=from 0\nzadd z a 1\n");
     cr_expect_str_eq(read_back("p/1"), "set v=from 1\n");
     ts_mirror_close(&a);
