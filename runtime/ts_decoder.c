@@ -34,7 +34,7 @@ typedef struct wire {
     size_t len;
     size_t pos;
     size_t items_left; /* bounds elements of zero-size types (arrays of null) */
-    int not_utf8;      /* the check failed on a string that is not UTF-8 */
+    const char *bad_string; /* why the check failed on a string, if it did */
 } wire;
 
 static int wire_varint(wire *w, int maxbytes, int64_t *out) {
@@ -93,6 +93,22 @@ static int utf8_valid(const uint8_t *s, size_t n) {
     return 1;
 }
 
+/* Takes a string (or map key) of n bytes at the walker's position, or names
+ * what is wrong with it: not UTF-8, or a NUL byte inside. U+0000 is valid
+ * UTF-8, but nothing downstream can hold it: processors read text as C
+ * strings (it would cut the text short, silently), and PostgreSQL's text
+ * refuses it (a row retried for good). */
+static int wire_string(wire *w, size_t n) {
+    const uint8_t *s = w->p + w->pos;
+    if (memchr(s, 0, n) != NULL)
+        w->bad_string = "a string holds a NUL byte";
+    else if (!utf8_valid(s, n))
+        w->bad_string = "a string is not UTF-8";
+    else
+        return 0;
+    return -1;
+}
+
 static int wire_check(wire *w, avro_schema_t schema, int depth) {
     int64_t v;
     size_t i;
@@ -125,10 +141,8 @@ static int wire_check(wire *w, avro_schema_t schema, int depth) {
     case AVRO_BYTES:
         if (wire_varint(w, 10, &v) != 0 || v < 0 || (uint64_t)v > w->len - w->pos)
             return -1;
-        if (avro_typeof(schema) == AVRO_STRING && !utf8_valid(w->p + w->pos, (size_t)v)) {
-            w->not_utf8 = 1;
+        if (avro_typeof(schema) == AVRO_STRING && wire_string(w, (size_t)v) != 0)
             return -1;
-        }
         w->pos += (size_t)v;
         return 0;
     case AVRO_FIXED: {
@@ -178,10 +192,8 @@ static int wire_check(wire *w, avro_schema_t schema, int depth) {
                 if (is_map) {
                     if (wire_varint(w, 10, &v) != 0 || v < 0 || (uint64_t)v > w->len - w->pos)
                         return -1;
-                    if (!utf8_valid(w->p + w->pos, (size_t)v)) {
-                        w->not_utf8 = 1;
+                    if (wire_string(w, (size_t)v) != 0)
                         return -1;
-                    }
                     w->pos += (size_t)v;
                 }
                 if (wire_check(w, items, depth + 1) != 0)
@@ -568,10 +580,10 @@ ts_err ts_decoder_decode(ts_decoder *dec, const void *buf, size_t len, avro_valu
     w.len = len - TS_AVRO_HEADER_LEN;
     w.pos = 0;
     w.items_left = w.len + 1024;
-    w.not_utf8 = 0;
+    w.bad_string = NULL;
     if (wire_check(&w, p->writer->schema, 0) != 0) {
-        ts_avro_seterr(err, errlen, "truncated or invalid Avro for schema id %d%s", (int)id,
-                       w.not_utf8 ? ": a string is not UTF-8" : "");
+        ts_avro_seterr(err, errlen, "truncated or invalid Avro for schema id %d%s%s", (int)id,
+                       w.bad_string ? ": " : "", w.bad_string ? w.bad_string : "");
         return TS_E_DECODE;
     }
     if (w.pos != w.len) {

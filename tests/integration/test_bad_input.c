@@ -79,7 +79,7 @@ typedef struct bad_rec {
 
 Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     /* What goes to the DLQ, in order, and a piece of each reason. */
-    bad_rec bad[14];
+    bad_rec bad[16];
     size_t n_bad = 0;
 
     produce("{\"BookCreated\": {\"event_id\": \"g1\", \"book_id\": \"b1\", \"user_id\": \"u1\", "
@@ -176,7 +176,20 @@ Test(bad_input, every_kind_goes_to_the_dlq_and_later_events_are_applied) {
     bad[n_bad++] = (bad_rec){"title not UTF-8", "a string is not UTF-8", len};
     free(bytes);
 
-    /* 9. A time no PostgreSQL timestamp holds (year ~285 million): the row
+    /* 9. A NUL byte inside a string: valid UTF-8, but the title would be cut
+     * short where the processor reads it, and PostgreSQL's text refuses it. */
+    bytes = encode(TOPIC, "{\"BookCreated\": {\"event_id\": \"n0\", \"book_id\": \"b5\", "
+                          "\"user_id\": \"u1\", \"title\": \"F~x\", "
+                          "\"created_at\": \"2026-01-10T09:04:55.000Z\"}}",
+                   &len);
+    tilde = memchr(bytes, '~', len);
+    cr_assert_not_null(tilde);
+    *tilde = '\0';
+    raw(bytes, len);
+    bad[n_bad++] = (bad_rec){"title with a NUL", "a string holds a NUL byte", len};
+    free(bytes);
+
+    /* 10. A time no PostgreSQL timestamp holds (year ~285 million): the row
      * would be refused on every retry. */
     len = produce("{\"BookCreated\": {\"event_id\": \"t9\", \"book_id\": \"b6\", \"user_id\": "
                   "\"u1\", \"title\": \"Far\", \"created_at\": 9000000000000000000}}");

@@ -409,6 +409,12 @@ Test(avro, bad_input_reasons) {
     /* Invalid UTF-8 in a string. */
     memcpy(tmp + 5, "\x06\x02\xff", 3);
     cr_assert_eq(decode_bytes(dec, tmp, 8), TS_E_DECODE);
+    cr_assert(strstr(err, "a string is not UTF-8") != NULL, "%s", err);
+    /* A NUL byte in a string: valid UTF-8, but no C string or PostgreSQL
+     * text holds it. */
+    memcpy(tmp + 5, "\x06\x02\x00", 3);
+    cr_assert_eq(decode_bytes(dec, tmp, 8), TS_E_DECODE);
+    cr_assert(strstr(err, "a string holds a NUL byte") != NULL, "%s", err);
     /* Over-long varint. */
     memcpy(tmp + 5, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11);
     cr_assert_eq(decode_bytes(dec, tmp, 16), TS_E_DECODE);
