@@ -37,10 +37,13 @@
  * render, and the view is built once per batch from the final state when the
  * views are resolved. No document is kept, so nothing is copied for it; the
  * render itself reads the state by reference, as nothing changes it then.
+ *
+ * The view sink's effects (view sets, deferred or not, renders and sorted
+ * sets) are in ts_ctx_views.c, the row builder in ts_row.c; the types the three
+ * files share in ts_ctx_int.h.
  */
-#include "ts_ctx.h"
+#include "ts_ctx_int.h"
 
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,14 +62,8 @@
  * a task holds a few MiB at most. */
 #define TS_CTX_CACHE_ENTRIES 2048
 #define TS_CTX_CACHE_BYTES (1u << 20)
-#define TS_CTX_MAX_UNCACHED 4
-/* The times a row may hold: years 1 to 9999, what PostgreSQL's timestamptz
- * and ISO-8601's four-digit years both take. A later one would be refused by
- * PostgreSQL on every retry and stop the partition for good. */
-#define TS_ROW_MIN_TIME_MS (-62135596800000LL) /* 0001-01-01T00:00:00.000Z */
-#define TS_ROW_MAX_TIME_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
 
-typedef struct ts_ctx_entry {
+struct ts_ctx_entry {
     char *key;
     size_t klen;
     char *val; /* text; NULL: deleted (or absent, when clean), or not yet serialized */
@@ -78,68 +75,6 @@ typedef struct ts_ctx_entry {
     int in_event; /* in the event overlay: written by the current event */
     int lent;     /* doc was handed to the current event (ts_ctx_get_json) */
     UT_hash_handle hh;
-} ts_ctx_entry;
-
-/* A view set whose value is serialized when the batch's views are resolved. */
-typedef struct ts_ctx_view {
-    size_t effect;   /* index of its TS_EFF_VIEW_SET effect */
-    int64_t version; /* the offset of the event that set it */
-    json_t *doc;     /* a reference */
-} ts_ctx_view;
-
-typedef struct ts_ctx_col {
-    char *name;
-    char *value;
-    size_t value_len;
-} ts_ctx_col;
-
-struct ts_row {
-    ts_ctx *ctx;
-    ts_effect_kind kind;
-    char *table;
-    ts_ctx_col *cols;
-    size_t ncols, cap, nkey;
-    char *bad_column; /* the first column given a value no row may hold */
-    int64_t bad_ms;   /* its value: a time out of range */
-};
-
-struct ts_ctx {
-    ts_state_backend backend;
-    ts_effects *effs;
-    ts_ctx_encoder_fn encoder_for;
-    void *encoder_arg;
-
-    ts_ctx_entry *batch; /* batch overlay and cache (dirty and clean entries) */
-    ts_ctx_entry *event; /* event overlay (all dirty) */
-    size_t dirty_count;
-    size_t clean_count, clean_bytes; /* the entries kept from earlier batches */
-    int row_refused; /* the event made a row no table may hold: it is rejected */
-    char *uncached[TS_CTX_MAX_UNCACHED]; /* "store\x1f" prefixes kept for one batch only */
-    size_t uncached_len[TS_CTX_MAX_UNCACHED];
-    size_t n_uncached;
-
-    const ts_event *ev;
-    ts_ctx_entry **lent; /* batch entries whose doc the current event holds */
-    size_t n_lent, lent_cap;
-    size_t effects_mark;
-    int state_failed;
-
-    int defer_views;
-    ts_ctx_view *views; /* deferred view sets of the batch, in effect order */
-    size_t n_views, views_cap;
-    size_t event_views; /* n_views when the current event began */
-    ts_renders *renders;    /* asked for by the batch, run when views are resolved */
-    int rendering;          /* in a render: views only, state read-only */
-    int64_t render_version; /* the offset the running render writes as "version" */
-    char reason[512];
-
-    char *keybuf; /* scratch for store\x1fkey */
-    size_t keycap;
-    char *valbuf; /* NUL-terminated copy of the last value read */
-    size_t valcap;
-    char *dumpbuf; /* the last document serialized (ts_ctx_dump) */
-    size_t dumpcap;
-    ts_row row;
 };
 
 ts_ctx *ts_ctx_create(const ts_state_backend *backend, ts_effects *effs,
@@ -175,33 +110,15 @@ static void ts_ctx_map_clear(ts_ctx_entry **map) {
     }
 }
 
-static void ts_ctx_row_reset(ts_row *row) {
-    for (size_t i = 0; i < row->ncols; i++) {
-        free(row->cols[i].name);
-        free(row->cols[i].value);
-    }
-    row->ncols = row->nkey = 0;
-    free(row->table);
-    row->table = NULL;
-    free(row->bad_column);
-    row->bad_column = NULL;
-}
-
-/* Releases the deferred views from index `from` on. */
-static void ts_ctx_views_drop(ts_ctx *ctx, size_t from) {
-    while (ctx->n_views > from)
-        json_decref(ctx->views[--ctx->n_views].doc);
-}
-
 void ts_ctx_destroy(ts_ctx *ctx) {
     if (!ctx)
         return;
-    ts_ctx_views_drop(ctx, 0);
+    ts_ctx_int_views_drop(ctx, 0);
     free(ctx->views);
     ts_renders_destroy(ctx->renders);
     ts_ctx_map_clear(&ctx->batch);
     ts_ctx_map_clear(&ctx->event);
-    ts_ctx_row_reset(&ctx->row);
+    ts_ctx_int_row_reset(&ctx->row);
     for (size_t i = 0; i < ctx->n_uncached; i++)
         free(ctx->uncached[i]);
     free(ctx->row.cols);
@@ -226,8 +143,6 @@ ts_err ts_ctx_set_uncached(ts_ctx *ctx, const char *store) {
     ctx->uncached[ctx->n_uncached++] = prefix;
     return TS_OK;
 }
-
-void ts_ctx_defer_views(ts_ctx *ctx, int defer) { ctx->defer_views = defer != 0; }
 
 /* Whether the current event deferred a view set. */
 static int ts_ctx_event_deferred(const ts_ctx *ctx) { return ctx->n_views > ctx->event_views; }
@@ -312,12 +227,12 @@ ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
         ts_ctx_event_merge(ctx);
     } else {
         ts_ctx_map_clear(&ctx->event);
-        ts_ctx_views_drop(ctx, ctx->event_views);
+        ts_ctx_int_views_drop(ctx, ctx->event_views);
         ts_effects_rollback(ctx->effs, ctx->effects_mark);
         if (result == TS_E_REJECT && reason)
             *reason = ctx->reason[0] ? ctx->reason : "rejected";
     }
-    ts_ctx_row_reset(&ctx->row);
+    ts_ctx_int_row_reset(&ctx->row);
     ctx->ev = NULL;
     return result;
 }
@@ -327,7 +242,7 @@ ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
  * document to the next, where json_dumps grows one of its own by doubling
  * and then copies it out. @returns the text's length, or 0 when out of
  * memory (no valid document serializes to nothing). */
-static size_t ts_ctx_dump(ts_ctx *ctx, const json_t *doc, size_t extra) {
+size_t ts_ctx_int_dump(ts_ctx *ctx, const json_t *doc, size_t extra) {
     for (;;) {
         size_t len = json_dumpb(doc, ctx->dumpbuf, ctx->dumpcap, TS_CTX_JSON_FLAGS);
         if (len == 0)
@@ -349,7 +264,7 @@ static size_t ts_ctx_dump(ts_ctx *ctx, const json_t *doc, size_t extra) {
 static ts_err ts_ctx_entry_sync(ts_ctx *ctx, ts_ctx_entry *e) {
     if (!e->unsynced)
         return TS_OK;
-    size_t len = ts_ctx_dump(ctx, e->doc, 0);
+    size_t len = ts_ctx_int_dump(ctx, e->doc, 0);
     char *text = len ? malloc(len + 1) : NULL;
     if (!text)
         return TS_E_NOMEM;
@@ -390,7 +305,7 @@ ts_err ts_ctx_writes_foreach(ts_ctx *ctx,
 size_t ts_ctx_writes_count(const ts_ctx *ctx) { return ctx->dirty_count; }
 
 void ts_ctx_writes_clear(ts_ctx *ctx) {
-    ts_ctx_views_drop(ctx, 0);
+    ts_ctx_int_views_drop(ctx, 0);
     ts_renders_clear(ctx->renders);
     ts_ctx_map_clear(&ctx->batch);
     ctx->dirty_count = 0;
@@ -431,7 +346,7 @@ void ts_ctx_writes_done(ts_ctx *ctx) {
 
 /* A render only reads the state and sets views (ts_processor.h): anything else
  * it tries is a processor bug, which stops the task. */
-static int ts_ctx_render_refuses(ts_ctx *ctx, const char *what) {
+int ts_ctx_int_render_refuses(ts_ctx *ctx, const char *what) {
     if (!ctx->rendering)
         return 0;
     ts_log_error("ctx", "a view render tried to %s (renders only read state and set views)",
@@ -562,7 +477,7 @@ static void ts_ctx_event_put(ts_ctx *ctx, ts_ctx_entry *e) {
 
 static ts_err ts_ctx_write(ts_ctx *ctx, const char *store, const char *key, const void *val,
                            size_t vlen) {
-    if (ts_ctx_render_refuses(ctx, "write state"))
+    if (ts_ctx_int_render_refuses(ctx, "write state"))
         return TS_E_INVALID;
     size_t klen = ts_ctx_key(ctx, store, key);
     ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, val, vlen, 1) : NULL;
@@ -649,7 +564,7 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
 }
 
 ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc) {
-    if (ts_ctx_render_refuses(ctx, "write state"))
+    if (ts_ctx_int_render_refuses(ctx, "write state"))
         return TS_E_INVALID;
     size_t klen = ts_ctx_key(ctx, store, key);
     ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, NULL, 0, 1) : NULL;
@@ -667,323 +582,8 @@ ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const js
 
 /* ---- effects ------------------------------------------------------------------ */
 
-static ts_err ts_ctx_effect(ts_ctx *ctx, ts_effect_kind kind, const char *a, const char *b,
-                            double num) {
-    if (kind != TS_EFF_VIEW_SET && kind != TS_EFF_VIEW_DEL &&
-        ts_ctx_render_refuses(ctx, "change a sorted set"))
-        return TS_E_INVALID;
-    ts_bytes ba = ts_bytes_str(a), bb = ts_bytes_str(b);
-    ts_err err = ts_effects_add(ctx->effs, kind, &ba, b ? &bb : NULL, NULL, NULL, num);
-    if (err != TS_OK)
-        ctx->state_failed = 1;
-    return err;
-}
-
-/* Serializes object `doc` with "version": `version` as its last member,
- * without changing `doc`: it may share parts with a state document, which the
- * context keeps by reference. Objects dump in insertion order, so the text is
- * what setting the member would give; the member is appended to the text.
- * @returns the text, in the context's buffer until the next serialization,
- * or NULL when out of memory. */
-static const char *ts_ctx_dump_versioned(ts_ctx *ctx, json_t *doc, int64_t version) {
-    if (json_object_get(doc, "version")) { /* replaced, on a shallow copy */
-        json_t *copy = json_copy(doc);
-        size_t len = 0;
-        if (copy && json_object_set_new(copy, "version", json_integer(version)) == 0)
-            len = ts_ctx_dump(ctx, copy, 0);
-        json_decref(copy);
-        return len ? ctx->dumpbuf : NULL;
-    }
-    char member[48];
-    int n = snprintf(member, sizeof(member), "%s\"version\":%" PRId64 "}",
-                     json_object_size(doc) ? "," : "", version);
-    size_t len = ts_ctx_dump(ctx, doc, (size_t)n);
-    if (!len)
-        return NULL;
-    if (json_is_object(doc)) /* the text ends with '}' */
-        memcpy(ctx->dumpbuf + len - 1, member, (size_t)n + 1);
-    return ctx->dumpbuf;
-}
-
-/* The "version" of a JSON view set now: the current event's offset, or the
- * running render's, or -1 (setup: no event). */
-static int64_t ts_ctx_version(const ts_ctx *ctx) {
-    if (ctx->rendering)
-        return ctx->render_version;
-    return ctx->ev ? ctx->ev->offset : -1;
-}
-
-ts_err ts_ctx_view_set_json(ts_ctx *ctx, const char *key, json_t *doc) {
-    int64_t version = ts_ctx_version(ctx);
-    /* A render's document shares parts with the state: it is serialized at
-     * once, as the batch's views are being resolved anyway. */
-    if (ctx->defer_views && !ctx->rendering) {
-        if (ctx->n_views == ctx->views_cap) {
-            size_t cap = ctx->views_cap ? ctx->views_cap * 2 : 64;
-            ts_ctx_view *grown = realloc(ctx->views, cap * sizeof(*grown));
-            if (!grown) {
-                ctx->state_failed = 1;
-                return TS_E_NOMEM;
-            }
-            ctx->views = grown;
-            ctx->views_cap = cap;
-        }
-        ts_err err = ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, NULL, 0);
-        if (err == TS_OK)
-            ctx->views[ctx->n_views++] =
-                (ts_ctx_view){ts_effects_count(ctx->effs) - 1, version, json_incref(doc)};
-        return err;
-    }
-    const char *text = ts_ctx_dump_versioned(ctx, doc, version);
-    if (!text) {
-        ctx->state_failed = 1;
-        return TS_E_NOMEM;
-    }
-    return ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, text, 0);
-}
-
-static ts_err ts_ctx_render_run(void *arg, ts_ctx_render_fn render, const char *id,
-                                int64_t version) {
-    ts_ctx *ctx = arg;
-    ctx->rendering = 1;
-    ctx->render_version = version;
-    ts_err err = render(ctx, id);
-    ctx->rendering = 0;
-    return ctx->state_failed ? TS_E_STATE : err;
-}
-
-ts_err ts_ctx_view_render(ts_ctx *ctx, ts_ctx_render_fn render, const char *id) {
-    if (ts_ctx_render_refuses(ctx, "ask for a render"))
-        return TS_E_INVALID;
-    int64_t version = ts_ctx_version(ctx);
-    if (!ctx->defer_views)
-        return ts_ctx_render_run(ctx, render, id, version);
-    ts_err err = ts_renders_add(ctx->renders, render, id, version);
-    if (err != TS_OK)
-        ctx->state_failed = 1;
-    return err;
-}
-
-ts_err ts_ctx_views_resolve(ts_ctx *ctx) {
-    /* Renders first: a deferred view set is never for a key a render writes. */
-    ts_err err = ts_renders_run(ctx->renders, ts_ctx_render_run, ctx);
-    for (size_t i = 0; i < ctx->n_views && err == TS_OK; i++) {
-        const ts_ctx_view *v = &ctx->views[i];
-        if (ts_effects_at(ctx->effs, v->effect)->dead)
-            continue;
-        const char *text = ts_ctx_dump_versioned(ctx, v->doc, v->version);
-        ts_bytes value = ts_bytes_str(text);
-        err = text ? ts_effects_set_b(ctx->effs, v->effect, &value) : TS_E_NOMEM;
-    }
-    ts_ctx_views_drop(ctx, 0);
-    return err;
-}
-
-ts_err ts_ctx_view_set_str(ts_ctx *ctx, const char *key, const char *value) {
-    return ts_ctx_effect(ctx, TS_EFF_VIEW_SET, key, value, 0);
-}
-
-ts_err ts_ctx_view_del(ts_ctx *ctx, const char *key) {
-    return ts_ctx_effect(ctx, TS_EFF_VIEW_DEL, key, NULL, 0);
-}
-
-ts_err ts_ctx_zset_add(ts_ctx *ctx, const char *key, const char *member, double score) {
-    return ts_ctx_effect(ctx, TS_EFF_ZADD, key, member, score);
-}
-
-ts_err ts_ctx_zset_rem(ts_ctx *ctx, const char *key, const char *member) {
-    return ts_ctx_effect(ctx, TS_EFF_ZREM, key, member, 0);
-}
-
-ts_err ts_ctx_zset_rem_below(ts_ctx *ctx, const char *key, double min_score) {
-    return ts_ctx_effect(ctx, TS_EFF_ZREM_BELOW, key, NULL, min_score);
-}
-
-static ts_row *ts_ctx_row_start(ts_ctx *ctx, ts_effect_kind kind, const char *table) {
-    ts_row *row = &ctx->row;
-    ts_ctx_row_reset(row);
-    if (ts_ctx_render_refuses(ctx, "write a row"))
-        return row; /* ts_row_done fails: no table */
-    row->kind = kind;
-    row->table = strdup(table);
-    if (!row->table)
-        ctx->state_failed = 1;
-    return row;
-}
-
-ts_row *ts_ctx_row_upsert(ts_ctx *ctx, const char *table) {
-    return ts_ctx_row_start(ctx, TS_EFF_ROW_UPSERT, table);
-}
-
-ts_row *ts_ctx_row_delete(ts_ctx *ctx, const char *table) {
-    return ts_ctx_row_start(ctx, TS_EFF_ROW_DELETE, table);
-}
-
-static void ts_row_add(ts_row *row, const char *column, const char *value, size_t len) {
-    if (row->ncols == row->cap) {
-        size_t cap = row->cap ? row->cap * 2 : 16;
-        ts_ctx_col *cols = realloc(row->cols, cap * sizeof(*cols));
-        if (!cols) {
-            row->ctx->state_failed = 1;
-            return;
-        }
-        row->cols = cols;
-        row->cap = cap;
-    }
-    ts_ctx_col *col = &row->cols[row->ncols];
-    col->name = strdup(column);
-    col->value = value ? strndup(value, len) : NULL;
-    col->value_len = len;
-    if (!col->name || (value && !col->value)) {
-        free(col->name);
-        free(col->value);
-        row->ctx->state_failed = 1;
-        return;
-    }
-    row->ncols++;
-}
-
-void ts_row_key(ts_row *row, const char *column, const char *value) {
-    /* Key columns come first: the packed layout and the sink rely on it. */
-    if (row->ncols != row->nkey) {
-        ts_log_error("ctx", "row %s: key column %s after a value column", row->table, column);
-        row->ctx->state_failed = 1;
-        return;
-    }
-    ts_row_add(row, column, value, value ? strlen(value) : 0);
-    row->nkey = row->ncols;
-}
-
-void ts_row_text(ts_row *row, const char *column, const char *value) {
-    ts_row_add(row, column, value, value ? strlen(value) : 0);
-}
-
-void ts_row_long(ts_row *row, const char *column, int64_t value) {
-    char buf[32];
-    int n = snprintf(buf, sizeof(buf), "%lld", (long long)value);
-    ts_row_add(row, column, buf, (size_t)n);
-}
-
-void ts_row_double(ts_row *row, const char *column, double value) {
-    char buf[64];
-    int n = snprintf(buf, sizeof(buf), "%.17g", value);
-    ts_row_add(row, column, buf, (size_t)n);
-}
-
-void ts_row_time(ts_row *row, const char *column, int64_t epoch_ms) {
-    if (epoch_ms < TS_ROW_MIN_TIME_MS || epoch_ms > TS_ROW_MAX_TIME_MS) {
-        if (!row->bad_column) { /* the row is refused whole by ts_row_done */
-            row->bad_column = strdup(column);
-            row->bad_ms = epoch_ms;
-            if (!row->bad_column)
-                row->ctx->state_failed = 1;
-        }
-        return;
-    }
-    char buf[40];
-    ts_time_iso(epoch_ms, buf, sizeof(buf));
-    ts_row_add(row, column, buf, strlen(buf));
-}
-
-/* Writes a Postgres array literal of strings: {"a","b \"c\""}. */
-static char *ts_row_array_literal(const json_t *arr) {
-    size_t cap = 16, len = 0;
-    char *out = malloc(cap);
-    if (!out)
-        return NULL;
-    out[len++] = '{';
-    size_t i;
-    const json_t *item;
-    json_array_foreach(arr, i, item) {
-        const char *s = json_is_string(item) ? json_string_value(item) : "";
-        size_t need = len + 2 * strlen(s) + 5;
-        if (need > cap) {
-            while (cap < need)
-                cap *= 2;
-            char *grown = realloc(out, cap);
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
-        }
-        if (i)
-            out[len++] = ',';
-        out[len++] = '"';
-        for (; *s; s++) {
-            if (*s == '"' || *s == '\\')
-                out[len++] = '\\';
-            out[len++] = *s;
-        }
-        out[len++] = '"';
-    }
-    out[len++] = '}';
-    out[len] = '\0';
-    return out;
-}
-
-void ts_row_json(ts_row *row, const char *column, const json_t *value) {
-    if (!value || json_is_null(value)) {
-        ts_row_add(row, column, NULL, 0);
-    } else if (json_is_string(value)) {
-        ts_row_add(row, column, json_string_value(value), json_string_length(value));
-    } else if (json_is_array(value)) {
-        char *lit = ts_row_array_literal(value);
-        if (!lit) {
-            row->ctx->state_failed = 1;
-            return;
-        }
-        ts_row_add(row, column, lit, strlen(lit));
-        free(lit);
-    } else {
-        size_t len = ts_ctx_dump(row->ctx, value, 0);
-        if (!len) {
-            row->ctx->state_failed = 1;
-            return;
-        }
-        ts_row_add(row, column, row->ctx->dumpbuf, len);
-    }
-}
-
-ts_err ts_row_done(ts_row *row) {
-    ts_ctx *ctx = row->ctx;
-    if (ctx->state_failed || !row->table)
-        return TS_E_STATE;
-    if (row->bad_column) {
-        ctx->row_refused = 1;
-        ts_err rc = ts_ctx_reject(ctx,
-                                  "%s.%s: time %" PRId64 " ms is outside the years 1 to 9999 "
-                                  "(PostgreSQL and ISO-8601 dates)",
-                                  row->table, row->bad_column, row->bad_ms);
-        ts_ctx_row_reset(row);
-        return rc;
-    }
-    ts_rowcol cols[64];
-    if (row->ncols > 64 || row->nkey == 0) {
-        ts_log_error("ctx", "row %s: %zu columns, %zu key columns", row->table, row->ncols,
-                     row->nkey);
-        ctx->state_failed = 1;
-        return TS_E_INVALID;
-    }
-    for (size_t i = 0; i < row->ncols; i++) {
-        cols[i].name = row->cols[i].name;
-        cols[i].name_len = strlen(row->cols[i].name);
-        cols[i].value = row->cols[i].value;
-        cols[i].value_len = row->cols[i].value_len;
-    }
-    ts_bytes packed = ts_rowcols_pack(cols, row->ncols, row->nkey);
-    ts_bytes table = ts_bytes_str(row->table);
-    ts_err err = packed.data ? ts_effects_add(ctx->effs, row->kind, &table, &packed, NULL, NULL, 0)
-                             : TS_E_NOMEM;
-    free(packed.data);
-    ts_ctx_row_reset(row);
-    if (err != TS_OK)
-        ctx->state_failed = 1;
-    return err;
-}
-
 avro_value_t *ts_ctx_event_new(ts_ctx *ctx, const char *topic, const char *record_name) {
-    if (ts_ctx_render_refuses(ctx, "emit an event"))
+    if (ts_ctx_int_render_refuses(ctx, "emit an event"))
         return NULL;
     ts_encoder *enc = ctx->encoder_for ? ctx->encoder_for(ctx->encoder_arg, topic) : NULL;
     if (!enc) {
