@@ -1,0 +1,116 @@
+/* ts_task_recover.c - what a task finds stored when it starts (see ts_task.h).
+ *
+ * A task's keys (ts_state.h) say where it stopped: 'P' the next input offset,
+ * 'U' changelog keys a restore left to delete, 'Q' the pending effects of a
+ * decided batch not every sink acknowledged, 'E' the changelog end after the
+ * last acknowledged batch. Before a task is made, the runtime reads its
+ * position and changelog end to tell whether its state must be restored
+ * first (ts_restore.h). Creating the task reads the first three; the pending
+ * effects are decoded back into the task's effects (the changelog records
+ * among them read from the local keys they refer to), and starting the task
+ * re-sends them before it takes records: the sinks' fences skip what arrived.
+ */
+#include "ts_task_int.h"
+
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ts_log.h"
+#include "ts_pending.h"
+
+/* An int64 stored under tag + task_id, or -1. */
+static int64_t ts_task_stored_int(ts_state *state, char tag, const char *task_id) {
+    char key[170];
+    size_t idlen = strlen(task_id);
+    if (idlen + 1 > sizeof(key))
+        return -1;
+    key[0] = tag;
+    memcpy(key + 1, task_id, idlen);
+    char *val = NULL;
+    size_t vlen = 0;
+    int64_t pos = -1;
+    if (ts_state_get(state, key, idlen + 1, &val, &vlen) == TS_OK && vlen == 8)
+        pos = ts_buf_be64_load(val);
+    free(val);
+    return pos;
+}
+
+int64_t ts_task_stored_position(ts_state *state, const char *task_id) {
+    return ts_task_stored_int(state, 'P', task_id);
+}
+
+int64_t ts_task_stored_changelog_end(ts_state *state, const char *task_id) {
+    return ts_task_stored_int(state, 'E', task_id);
+}
+
+/* The current value of the local key a changelog key stands for: tag, then
+ * the task id and its NUL, then the rest (ts_pending's references). */
+static ts_err ts_task_changelog_value(void *arg, const ts_bytes *changelog_key, char **val,
+                                      size_t *vlen) {
+    ts_task *task = arg;
+    size_t idlen = strlen(task->id), klen = changelog_key->len + idlen + 1;
+    char *key = malloc(klen);
+    if (!key)
+        return TS_E_NOMEM;
+    key[0] = changelog_key->data[0];
+    memcpy(key + 1, task->id, idlen + 1);
+    memcpy(key + idlen + 2, changelog_key->data + 1, changelog_key->len - 1);
+    ts_err rc = ts_state_get(task->host->state, key, klen, val, vlen);
+    free(key);
+    return rc;
+}
+
+ts_err ts_task__load(ts_task *task, char *err, size_t errlen) {
+    char *val = NULL;
+    size_t vlen = 0;
+    ts_err rc = ts_state_get(task->host->state, task->pos_key, task->pos_key_len, &val, &vlen);
+    if (rc == TS_OK && vlen == 8)
+        task->position = ts_buf_be64_load(val);
+    free(val);
+    if (rc != TS_OK && rc != TS_E_NOTFOUND) {
+        snprintf(err, errlen, "task %s: cannot read its position", task->id);
+        return rc;
+    }
+    task->acked = task->position;
+
+    val = NULL;
+    rc = ts_state_get(task->host->state, task->undo_key, task->undo_key_len, &val, &vlen);
+    if (rc == TS_OK)
+        ts_buf_put(&task->undo, val, vlen);
+    free(val);
+    if ((rc != TS_OK && rc != TS_E_NOTFOUND) || task->undo.failed) {
+        snprintf(err, errlen, "task %s: cannot read the changelog keys to undo", task->id);
+        return task->undo.failed ? TS_E_NOMEM : rc;
+    }
+
+    val = NULL;
+    rc = ts_state_get(task->host->state, task->pending_key, task->pending_key_len, &val, &vlen);
+    if (rc == TS_E_NOTFOUND)
+        return TS_OK;
+    ts_pending_changelog changelog = {task->spec->changelog_topic, task->partition,
+                                      ts_task_changelog_value, task};
+    if (rc == TS_OK)
+        rc = ts_pending_decode(val, vlen, &changelog, task->effs, &task->flush.first_offset,
+                               &task->flush.next_offset);
+    free(val);
+    if (rc != TS_OK) {
+        ts_effects_clear(task->effs);
+        snprintf(err, errlen, "task %s: pending effects unreadable", task->id);
+        return rc == TS_E_DECODE ? TS_E_STATE : rc;
+    }
+    task->acked = task->flush.first_offset;
+    return TS_OK;
+}
+
+ts_err ts_task_start(ts_task *task) {
+    if (ts_effects_count(task->effs) > 0) {
+        ts_log_info(task->id, "re-sending %zu pending effects of offsets %" PRId64 "..%" PRId64,
+                    ts_effects_live(task->effs, 0), task->flush.first_offset,
+                    task->flush.next_offset - 1);
+        ts_task__flush_start(task);
+    }
+    return TS_OK;
+}
