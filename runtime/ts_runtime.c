@@ -138,8 +138,14 @@ static void ts_runtime_schedule(void *arg, ts_task *task) {
 
 static void ts_runtime_pause(void *arg, ts_task *task, int pause) {
     ts_runtime *rt = arg;
-    if (rt->source && !rt->closing)
-        ts_source_pause(rt->source, ts_task_topic(task), ts_task_partition(task), pause);
+    if (!rt->source || rt->closing)
+        return;
+    ts_source_pause(rt->source, ts_task_topic(task), ts_task_partition(task), pause);
+    if (pause) {
+        ts_runtime_proc *proc = ts_runtime_proc_for(rt, ts_task_topic(task));
+        const char *name[] = {proc ? proc->spec.name : "?"};
+        ts_metrics_add(rt->mx.pauses, name, 1);
+    }
 }
 
 static void ts_runtime_seek(void *arg, ts_task *task, int64_t offset) {
@@ -826,6 +832,7 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .sinks = rt->metered,
         .max_events = topo->batch_max_events,
         .max_ms = topo->batch_max_ms,
+        .max_buffered_bytes = (size_t)topo->batch_max_buffered_bytes,
         .max_message_bytes = ts_kconf_max_message_bytes(topo->kafka_config),
         .pause = ts_runtime_pause,
         .commit = ts_runtime_commit,

@@ -53,6 +53,10 @@ ts_err ts_runtime_metrics_init(ts_runtime *rt) {
     TS_RT_DECLARE(rejected, TS_METRIC_COUNTER, "tastesync_events_rejected_total",
                   "Input records sent to the dead-letter topic (undecodable or rejected).", proc,
                   1, NULL, 0)
+    TS_RT_DECLARE(pauses, TS_METRIC_COUNTER, "tastesync_input_pauses_total",
+                  "Times a partition stopped fetching because its task held 2 x "
+                  "batch.max_events records or batch.max_buffered_bytes of them (backpressure).",
+                  proc, 1, NULL, 0)
     TS_RT_DECLARE(batch_size, TS_METRIC_HISTOGRAM, "tastesync_batch_size",
                   "Input records per batch.", proc, 1, size, n_size)
     TS_RT_DECLARE(batch_seconds, TS_METRIC_HISTOGRAM, "tastesync_batch_duration_seconds",
@@ -93,6 +97,8 @@ ts_err ts_runtime_metrics_init(ts_runtime *rt) {
         rc = ts_metrics_add(mx->processed, name, 0);
         if (rc == TS_OK)
             rc = ts_metrics_add(mx->rejected, name, 0);
+        if (rc == TS_OK)
+            rc = ts_metrics_add(mx->pauses, name, 0);
     }
     return rc;
 }

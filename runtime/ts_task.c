@@ -198,6 +198,28 @@ static void ts_task_flush_acked(ts_task *task);
 
 /* ---- input --------------------------------------------------------------------- */
 
+/* What a waiting record counts against host->max_buffered_bytes. */
+static size_t ts_task_record_bytes(const rd_kafka_message_t *msg) {
+    return msg->len + msg->key_len;
+}
+
+/* Whether the records waiting are over a bound: the count alone would let a
+ * task hold 2 * max_events records of up to 512 KiB each (GiBs) before its
+ * partition pauses. */
+static int ts_task_buffer_full(const ts_task *task) {
+    size_t max_bytes = task->host->max_buffered_bytes;
+    return task->buf_len - task->buf_head >= (size_t)task->host->max_events * 2 ||
+           (max_bytes > 0 && task->buf_bytes >= max_bytes);
+}
+
+/* Whether a paused partition may fetch again: well below both bounds, so a
+ * backlog does not pause and resume it at every batch. */
+static int ts_task_buffer_low(const ts_task *task) {
+    size_t max_bytes = task->host->max_buffered_bytes;
+    return task->buf_len - task->buf_head < (size_t)task->host->max_events &&
+           (max_bytes == 0 || task->buf_bytes < max_bytes / 2);
+}
+
 void ts_task_push(ts_task *task, rd_kafka_message_t *msg) {
     if (task->stopped) {
         rd_kafka_message_destroy(msg);
@@ -225,8 +247,8 @@ void ts_task_push(ts_task *task, rd_kafka_message_t *msg) {
         }
     }
     task->buf[task->buf_len++] = msg;
-    size_t waiting = task->buf_len - task->buf_head;
-    if (!task->paused && waiting >= (size_t)task->host->max_events * 2) {
+    task->buf_bytes += ts_task_record_bytes(msg);
+    if (!task->paused && ts_task_buffer_full(task)) {
         task->paused = 1;
         task->host->pause(task->host->arg, task, 1);
     }
@@ -265,6 +287,7 @@ void ts_task_revoke(ts_task *task) {
     for (size_t i = task->buf_head; i < task->buf_len; i++)
         rd_kafka_message_destroy(task->buf[i]);
     task->buf_head = task->buf_len = 0;
+    task->buf_bytes = 0;
     if (task->pending_acked && !task->busy)
         ts_task_forget_pending(task);
     task->stopped = 1;
@@ -397,6 +420,8 @@ static void ts_task_unshift(ts_task *task, rd_kafka_message_t **msgs, size_t n) 
     }
     task->buf_head -= n;
     memcpy(task->buf + task->buf_head, msgs, n * sizeof(*msgs));
+    for (size_t i = 0; i < n; i++)
+        task->buf_bytes += ts_task_record_bytes(msgs[i]);
 }
 
 static void ts_task_decide_work(uv_work_t *req) {
@@ -492,6 +517,7 @@ void ts_task_run(ts_task *task) {
     task->batch_len = task->batch_done = 0;
     while (task->buf_head < task->buf_len && task->batch_len < limit) {
         rd_kafka_message_t *msg = task->buf[task->buf_head++];
+        task->buf_bytes -= ts_task_record_bytes(msg);
         if (next >= 0 && msg->offset < next) {
             rd_kafka_message_destroy(msg); /* redelivered below our position */
             continue;
@@ -510,6 +536,7 @@ void ts_task_run(ts_task *task) {
                 for (size_t i = task->buf_head; i < task->buf_len; i++)
                     rd_kafka_message_destroy(task->buf[i]);
                 task->buf_head = task->buf_len = 0;
+                task->buf_bytes = 0;
                 task->host->seek(task->host->arg, task, next);
                 break;
             }
@@ -523,7 +550,7 @@ void ts_task_run(ts_task *task) {
     }
     if (task->buf_head == task->buf_len)
         task->buf_head = task->buf_len = 0;
-    if (task->paused && task->buf_len - task->buf_head < (size_t)task->host->max_events) {
+    if (task->paused && ts_task_buffer_low(task)) {
         task->paused = 0;
         task->host->pause(task->host->arg, task, 0);
     }

@@ -50,6 +50,10 @@ typedef struct ts_task_host {
     size_t n_sinks;
     int max_events;
     int max_ms; /* a batch stops taking records after this long; 0: no limit */
+    /* Fetched records a task holds for its next batches: past 2 * max_events
+     * of them or this many bytes (keys and values), its partition pauses;
+     * below max_events and half the bytes, it resumes. 0: no byte bound. */
+    size_t max_buffered_bytes;
     /* The largest message the Kafka sink produces (message.max.bytes), 0: no
      * limit. A changelog record (a state or view value) over it could never
      * be written: the event that makes one goes to the DLQ instead. */

@@ -65,6 +65,7 @@ struct ts_task {
 
     rd_kafka_message_t **buf; /* records waiting, in offset order */
     size_t buf_head, buf_len, buf_cap;
+    size_t buf_bytes; /* keys and values of the records waiting */
     int paused;
 
     int busy;       /* a flush is in flight */

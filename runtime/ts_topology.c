@@ -112,6 +112,9 @@ static const ts_topo_key ts_topo_keys[] = {
     {.key = "batch.max_ms", .type = TS_TOPO_INT, .def = "20", .min = 1, .max = 60000,
      .offset = offsetof(ts_topology, batch_max_ms),
      .doc = "longest wait in milliseconds to fill a batch"},
+    {.key = "batch.max_buffered_bytes", .type = TS_TOPO_INT, .def = "16777216", .min = 65536,
+     .max = 1073741824, .offset = offsetof(ts_topology, batch_max_buffered_bytes),
+     .doc = "most bytes of fetched records a task holds for its next batches"},
     {.key = "http_port", .type = TS_TOPO_INT, .def = "0", .min = 0, .max = 65535,
      .offset = offsetof(ts_topology, http_port),
      .doc = "port of /metrics, /healthz, /readyz; 0: no HTTP endpoint"},
@@ -149,6 +152,7 @@ static const struct {
     {"TASTESYNC_HTTP_PORT", "http_port", 1},
     {"TASTESYNC_BATCH_MAX_EVENTS", "batch.max_events", 1},
     {"TASTESYNC_BATCH_MAX_MS", "batch.max_ms", 1},
+    {"TASTESYNC_BATCH_MAX_BUFFERED_BYTES", "batch.max_buffered_bytes", 1},
 };
 
 /* ---- name checks --------------------------------------------------------- */

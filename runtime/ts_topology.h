@@ -49,6 +49,7 @@ typedef struct ts_topology {
     char *schemas_dir;   /* absolute folder holding ids.yaml */
     int batch_max_events; /* default 5000 */
     int batch_max_ms;     /* default 20 */
+    int batch_max_buffered_bytes; /* default 16 MiB */
     int http_port;        /* 0: no HTTP endpoint (default) */
     ts_topic_conf *topics;
     size_t n_topics;

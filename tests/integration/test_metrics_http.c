@@ -32,6 +32,7 @@ static void teardown(void) {
     ts_testpipe_stop(&tp);
     unsetenv("TASTESYNC_HTTP_PORT");
     unsetenv("TASTESYNC_BATCH_MAX_MS");
+    unsetenv("TASTESYNC_BATCH_MAX_BUFFERED_BYTES");
 }
 
 TestSuite(metrics_http, .fini = teardown, .timeout = 240);
@@ -249,5 +250,68 @@ Test(metrics_http, batch_max_ms_bounds_the_batches_of_a_backlog) {
     double bounded = backlog_mean_batch(3000, 3000, "1");
     cr_assert_lt(bounded, unbounded * 0.6, "mean batch: %.1f with 1 ms, %.1f with 60 s", bounded,
                  unbounded);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "clean exit; see %s", tp.log);
+}
+
+static const char *pauses_series = "tastesync_input_pauses_total{processor=\"storybook\"}";
+
+/* Runs the runtime over a backlog of `n` books with titles of `title_bytes`
+ * (the runtime stopped while they are produced) and returns how often its
+ * partitions paused. */
+static double backlog_pauses(int first, int n, size_t title_bytes) {
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "clean exit; see %s", tp.log);
+    char *title = malloc(title_bytes + 1);
+    memset(title, 'P', title_bytes);
+    title[title_bytes] = '\0';
+    size_t cap = title_bytes + 256;
+    char **texts = calloc((size_t)n, sizeof(*texts));
+    const char **topics = calloc((size_t)n, sizeof(*topics));
+    for (int i = 0; i < n; i++) {
+        int id = first + i;
+        texts[i] = malloc(cap);
+        snprintf(texts[i], cap,
+                 "{\"BookCreated\": {\"event_id\": \"p%d\", \"book_id\": \"pb%d\", "
+                 "\"user_id\": \"pu%d\", \"title\": \"%s\", \"created_at\": "
+                 "\"2026-01-10T09:00:00.000Z\"}}",
+                 id, id, id, title);
+        topics[i] = TOPIC;
+    }
+    cr_assert_eq(
+        ts_testpipe_produce_json_batch(&tp, topics, (const char *const *)texts, (size_t)n), 0);
+    for (int i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(topics);
+    free(title);
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0, "restart; see %s", tp.log);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 120), 0, "not committed; see %s", tp.log);
+    backlog_target = n;
+    char *text = scrape_until(backlog_processed, 60);
+    /* The counters start at zero with each runtime process. */
+    cr_assert_eq(ts_httpget_sample(text, PROCESSED, -1), n, "every book of the backlog");
+    double pauses = ts_httpget_sample(text, pauses_series, -1);
+    free(text);
+    return pauses;
+}
+
+/* The records a task holds for its next batches are bounded in bytes, not
+ * only in count: a backlog of 400 books of 8 KiB (~800 KiB per partition, far
+ * below 2 x batch.max_events records) pauses fetching with
+ * batch.max_buffered_bytes at 64 KiB, never with the default 16 MiB, and
+ * every book is applied either way. */
+Test(metrics_http, buffered_bytes_bound_pauses_fetching) {
+    start(0);
+    wait_ready();
+    double unbounded = backlog_pauses(0, 400, 8192);
+    setenv("TASTESYNC_BATCH_MAX_BUFFERED_BYTES", "65536", 1);
+    double bounded = backlog_pauses(400, 400, 8192);
+    unsetenv("TASTESYNC_BATCH_MAX_BUFFERED_BYTES");
+    cr_assert_eq(unbounded, 0, "paused %.0f times under the default bound", unbounded);
+    cr_assert_gt(bounded, 0, "never paused with 64 KiB; see %s", tp.log);
+    char out[64];
+    cr_assert_eq(ts_testenv_pg_query(tp.pg, out, sizeof(out),
+                                     "SELECT count(*) FROM books WHERE book_id LIKE 'pb%'"),
+                 0, "%s", out);
+    cr_assert_str_eq(out, "800");
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "clean exit; see %s", tp.log);
 }

@@ -82,6 +82,7 @@ Test(topology, real_file_loads) {
     cr_expect_str_eq(topo->schemas_dir, joined(src, "schemas/avro"));
     cr_expect_eq(topo->batch_max_events, 5000);
     cr_expect_eq(topo->batch_max_ms, 20);
+    cr_expect_eq(topo->batch_max_buffered_bytes, 16 << 20);
     cr_expect_eq(topo->http_port, 0);
 
     /* Every processor's input has its DLQ, declared or added. */
@@ -130,6 +131,7 @@ Test(topology, defaults) {
     cr_expect_str_eq(topo->schemas_dir, joined(tmpdir, "schemas/avro"));
     cr_expect_eq(topo->batch_max_events, 5000);
     cr_expect_eq(topo->batch_max_ms, 20);
+    cr_expect_eq(topo->batch_max_buffered_bytes, 16 << 20);
     cr_expect_eq(topo->http_port, 0);
     cr_expect_null(topo->topics[0].key_field);
     const ts_processor_conf *pc = &topo->processors[0];
@@ -160,7 +162,7 @@ Test(topology, values_and_paths) {
                                 "postgres: {conninfo: 'host=pg dbname=ts'}\n"
                                 "state: {dir: ./data/state/}\n"
                                 "schemas: /opt/schemas\n"
-                                "batch: {max_events: 1000000, max_ms: 60000}\n"
+                                "batch: {max_events: 1000000, max_ms: 60000, max_buffered_bytes: 65536}\n"
                                 "http_port: 65535\n"
                                 "topics:\n"
                                 "  - {name: a, partitions: 1024, schema: a}\n"
@@ -186,6 +188,7 @@ Test(topology, values_and_paths) {
     cr_expect_str_eq(topo->schemas_dir, "/opt/schemas");
     cr_expect_eq(topo->batch_max_events, 1000000);
     cr_expect_eq(topo->batch_max_ms, 60000);
+    cr_expect_eq(topo->batch_max_buffered_bytes, 65536);
     cr_expect_eq(topo->http_port, 65535);
     /* The declared DLQ is kept, not doubled. */
     cr_expect_eq(topo->n_topics, 3);
@@ -276,10 +279,13 @@ Test(topology, environment_overrides) {
 
     setenv("TASTESYNC_BATCH_MAX_EVENTS", "300", 1);
     setenv("TASTESYNC_BATCH_MAX_MS", "2", 1);
+    setenv("TASTESYNC_BATCH_MAX_BUFFERED_BYTES", "1048576", 1);
     topo = load_ok("group: g\nbatch: {max_events: 10, max_ms: 50}\n");
     cr_expect_eq(topo->batch_max_events, 300);
     cr_expect_eq(topo->batch_max_ms, 2);
+    cr_expect_eq(topo->batch_max_buffered_bytes, 1048576);
     ts_topology_destroy(topo);
+    unsetenv("TASTESYNC_BATCH_MAX_BUFFERED_BYTES");
     setenv("TASTESYNC_BATCH_MAX_MS", "0", 1); /* checked like the file: 1..60000 */
     char err0[512];
     ts_topology *bad0 = (ts_topology *)1;
@@ -358,6 +364,8 @@ static const struct bad_case {
     {"max_events zero", "batch:\n  max_events: 0\n", "2: 'batch.max_events' must be in 1..1000000, got 0"},
     {"max_events too big", "batch:\n  max_events: 1000001\n", "2: 'batch.max_events' must be in 1..1000000"},
     {"max_ms zero", "batch: {max_ms: 0}\n", "1: 'batch.max_ms' must be in 1..60000, got 0"},
+    {"max_buffered_bytes too small", "batch: {max_buffered_bytes: 4096}\n",
+     "1: 'batch.max_buffered_bytes' must be in 65536..1073741824, got 4096"},
     {"max_ms too big", "\nbatch: {max_ms: 60001}\n", "2: 'batch.max_ms' must be in 1..60000, got 60001"},
     {"http_port negative", "http_port: -1\n", "1: 'http_port' must be in 0..65535, got -1"},
     {"http_port too big", "http_port: 65536\n", "1: 'http_port' must be in 0..65535, got 65536"},
@@ -484,7 +492,7 @@ Test(topology, reference_doc_names_real_keys) {
         checked++;
     }
     fclose(fp);
-    cr_expect_eq(checked, 13 + 4 + 6, "rows found in TOPOLOGY.md");
+    cr_expect_eq(checked, 14 + 4 + 6, "rows found in TOPOLOGY.md");
 
     /* The check above means something: a bad key is refused that way. */
     ts_topology *topo = NULL;
