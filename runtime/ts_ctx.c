@@ -113,12 +113,12 @@ static void ts_ctx_map_clear(ts_ctx_entry **map) {
 void ts_ctx_destroy(ts_ctx *ctx) {
     if (!ctx)
         return;
-    ts_ctx_int_views_drop(ctx, 0);
+    ts_ctx__views_drop(ctx, 0);
     free(ctx->views);
     ts_renders_destroy(ctx->renders);
     ts_ctx_map_clear(&ctx->batch);
     ts_ctx_map_clear(&ctx->event);
-    ts_ctx_int_row_reset(&ctx->row);
+    ts_ctx__row_reset(&ctx->row);
     for (size_t i = 0; i < ctx->n_uncached; i++)
         free(ctx->uncached[i]);
     free(ctx->row.cols);
@@ -227,12 +227,12 @@ ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
         ts_ctx_event_merge(ctx);
     } else {
         ts_ctx_map_clear(&ctx->event);
-        ts_ctx_int_views_drop(ctx, ctx->event_views);
+        ts_ctx__views_drop(ctx, ctx->event_views);
         ts_effects_rollback(ctx->effs, ctx->effects_mark);
         if (result == TS_E_REJECT && reason)
             *reason = ctx->reason[0] ? ctx->reason : "rejected";
     }
-    ts_ctx_int_row_reset(&ctx->row);
+    ts_ctx__row_reset(&ctx->row);
     ctx->ev = NULL;
     return result;
 }
@@ -242,7 +242,7 @@ ts_err ts_ctx_event_end(ts_ctx *ctx, ts_err result, const char **reason) {
  * document to the next, where json_dumps grows one of its own by doubling
  * and then copies it out. @returns the text's length, or 0 when out of
  * memory (no valid document serializes to nothing). */
-size_t ts_ctx_int_dump(ts_ctx *ctx, const json_t *doc, size_t extra) {
+size_t ts_ctx__dump(ts_ctx *ctx, const json_t *doc, size_t extra) {
     for (;;) {
         size_t len = json_dumpb(doc, ctx->dumpbuf, ctx->dumpcap, TS_CTX_JSON_FLAGS);
         if (len == 0)
@@ -264,7 +264,7 @@ size_t ts_ctx_int_dump(ts_ctx *ctx, const json_t *doc, size_t extra) {
 static ts_err ts_ctx_entry_sync(ts_ctx *ctx, ts_ctx_entry *e) {
     if (!e->unsynced)
         return TS_OK;
-    size_t len = ts_ctx_int_dump(ctx, e->doc, 0);
+    size_t len = ts_ctx__dump(ctx, e->doc, 0);
     char *text = len ? malloc(len + 1) : NULL;
     if (!text)
         return TS_E_NOMEM;
@@ -305,7 +305,7 @@ ts_err ts_ctx_writes_foreach(ts_ctx *ctx,
 size_t ts_ctx_writes_count(const ts_ctx *ctx) { return ctx->dirty_count; }
 
 void ts_ctx_writes_clear(ts_ctx *ctx) {
-    ts_ctx_int_views_drop(ctx, 0);
+    ts_ctx__views_drop(ctx, 0);
     ts_renders_clear(ctx->renders);
     ts_ctx_map_clear(&ctx->batch);
     ctx->dirty_count = 0;
@@ -346,7 +346,7 @@ void ts_ctx_writes_done(ts_ctx *ctx) {
 
 /* A render only reads the state and sets views (ts_processor.h): anything else
  * it tries is a processor bug, which stops the task. */
-int ts_ctx_int_render_refuses(ts_ctx *ctx, const char *what) {
+int ts_ctx__render_refuses(ts_ctx *ctx, const char *what) {
     if (!ctx->rendering)
         return 0;
     ts_log_error("ctx", "a view render tried to %s (renders only read state and set views)",
@@ -477,7 +477,7 @@ static void ts_ctx_event_put(ts_ctx *ctx, ts_ctx_entry *e) {
 
 static ts_err ts_ctx_write(ts_ctx *ctx, const char *store, const char *key, const void *val,
                            size_t vlen) {
-    if (ts_ctx_int_render_refuses(ctx, "write state"))
+    if (ts_ctx__render_refuses(ctx, "write state"))
         return TS_E_INVALID;
     size_t klen = ts_ctx_key(ctx, store, key);
     ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, val, vlen, 1) : NULL;
@@ -564,7 +564,7 @@ json_t *ts_ctx_get_json(ts_ctx *ctx, const char *store, const char *key) {
 }
 
 ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const json_t *doc) {
-    if (ts_ctx_int_render_refuses(ctx, "write state"))
+    if (ts_ctx__render_refuses(ctx, "write state"))
         return TS_E_INVALID;
     size_t klen = ts_ctx_key(ctx, store, key);
     ts_ctx_entry *e = klen ? ts_ctx_entry_new(ctx->keybuf, klen, NULL, 0, 1) : NULL;
@@ -583,7 +583,7 @@ ts_err ts_ctx_put_json(ts_ctx *ctx, const char *store, const char *key, const js
 /* ---- effects ------------------------------------------------------------------ */
 
 avro_value_t *ts_ctx_event_new(ts_ctx *ctx, const char *topic, const char *record_name) {
-    if (ts_ctx_int_render_refuses(ctx, "emit an event"))
+    if (ts_ctx__render_refuses(ctx, "emit an event"))
         return NULL;
     ts_encoder *enc = ctx->encoder_for ? ctx->encoder_for(ctx->encoder_arg, topic) : NULL;
     if (!enc) {

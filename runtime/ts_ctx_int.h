@@ -77,7 +77,7 @@ struct ts_ctx {
     size_t keycap;
     char *valbuf; /* NUL-terminated copy of the last value read */
     size_t valcap;
-    char *dumpbuf; /* the last document serialized (ts_ctx_int_dump) */
+    char *dumpbuf; /* the last document serialized (ts_ctx__dump) */
     size_t dumpcap;
     ts_row row;
 };
@@ -86,19 +86,19 @@ struct ts_ctx {
 
 /** Serializes `doc` into ctx->dumpbuf, NUL-terminated, with room for `extra`
  * more bytes after it. @returns the text's length, or 0 when out of memory. */
-size_t ts_ctx_int_dump(ts_ctx *ctx, const json_t *doc, size_t extra);
+size_t ts_ctx__dump(ts_ctx *ctx, const json_t *doc, size_t extra);
 /** In a render, logs that it tried to do `what`, records a state failure and
  * @returns 1; otherwise @returns 0. */
-int ts_ctx_int_render_refuses(ts_ctx *ctx, const char *what);
+int ts_ctx__render_refuses(ts_ctx *ctx, const char *what);
 
 /* ---- ts_ctx_views.c ------------------------------------------------------- */
 
 /** Releases the deferred views from index `from` on. */
-void ts_ctx_int_views_drop(ts_ctx *ctx, size_t from);
+void ts_ctx__views_drop(ts_ctx *ctx, size_t from);
 
 /* ---- ts_row.c ------------------------------------------------------------- */
 
 /** Empties `row` (its column array stays, for the next row). */
-void ts_ctx_int_row_reset(ts_row *row);
+void ts_ctx__row_reset(ts_row *row);
 
 #endif

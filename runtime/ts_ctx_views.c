@@ -21,7 +21,7 @@ void ts_ctx_defer_views(ts_ctx *ctx, int defer) {
 }
 
 /* Releases the deferred views from index `from` on. */
-void ts_ctx_int_views_drop(ts_ctx *ctx, size_t from) {
+void ts_ctx__views_drop(ts_ctx *ctx, size_t from) {
     while (ctx->n_views > from)
         json_decref(ctx->views[--ctx->n_views].doc);
 }
@@ -29,7 +29,7 @@ void ts_ctx_int_views_drop(ts_ctx *ctx, size_t from) {
 static ts_err ts_ctx_effect(ts_ctx *ctx, ts_effect_kind kind, const char *a, const char *b,
                             double num) {
     if (kind != TS_EFF_VIEW_SET && kind != TS_EFF_VIEW_DEL &&
-        ts_ctx_int_render_refuses(ctx, "change a sorted set"))
+        ts_ctx__render_refuses(ctx, "change a sorted set"))
         return TS_E_INVALID;
     ts_bytes ba = ts_bytes_str(a), bb = ts_bytes_str(b);
     ts_err err = ts_effects_add(ctx->effs, kind, &ba, b ? &bb : NULL, NULL, NULL, num);
@@ -49,14 +49,14 @@ static const char *ts_ctx_dump_versioned(ts_ctx *ctx, json_t *doc, int64_t versi
         json_t *copy = json_copy(doc);
         size_t len = 0;
         if (copy && json_object_set_new(copy, "version", json_integer(version)) == 0)
-            len = ts_ctx_int_dump(ctx, copy, 0);
+            len = ts_ctx__dump(ctx, copy, 0);
         json_decref(copy);
         return len ? ctx->dumpbuf : NULL;
     }
     char member[48];
     int n = snprintf(member, sizeof(member), "%s\"version\":%" PRId64 "}",
                      json_object_size(doc) ? "," : "", version);
-    size_t len = ts_ctx_int_dump(ctx, doc, (size_t)n);
+    size_t len = ts_ctx__dump(ctx, doc, (size_t)n);
     if (!len)
         return NULL;
     if (json_is_object(doc)) /* the text ends with '}' */
@@ -112,7 +112,7 @@ static ts_err ts_ctx_render_run(void *arg, ts_ctx_render_fn render, const char *
 }
 
 ts_err ts_ctx_view_render(ts_ctx *ctx, ts_ctx_render_fn render, const char *id) {
-    if (ts_ctx_int_render_refuses(ctx, "ask for a render"))
+    if (ts_ctx__render_refuses(ctx, "ask for a render"))
         return TS_E_INVALID;
     int64_t version = ts_ctx_version(ctx);
     if (!ctx->defer_views)
@@ -134,7 +134,7 @@ ts_err ts_ctx_views_resolve(ts_ctx *ctx) {
         ts_bytes value = ts_bytes_str(text);
         err = text ? ts_effects_set_b(ctx->effs, v->effect, &value) : TS_E_NOMEM;
     }
-    ts_ctx_int_views_drop(ctx, 0);
+    ts_ctx__views_drop(ctx, 0);
     return err;
 }
 

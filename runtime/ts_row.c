@@ -22,7 +22,7 @@
 #define TS_ROW_MIN_TIME_MS (-62135596800000LL) /* 0001-01-01T00:00:00.000Z */
 #define TS_ROW_MAX_TIME_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
 
-void ts_ctx_int_row_reset(ts_row *row) {
+void ts_ctx__row_reset(ts_row *row) {
     for (size_t i = 0; i < row->ncols; i++) {
         free(row->cols[i].name);
         free(row->cols[i].value);
@@ -36,8 +36,8 @@ void ts_ctx_int_row_reset(ts_row *row) {
 
 static ts_row *ts_ctx_row_start(ts_ctx *ctx, ts_effect_kind kind, const char *table) {
     ts_row *row = &ctx->row;
-    ts_ctx_int_row_reset(row);
-    if (ts_ctx_int_render_refuses(ctx, "write a row"))
+    ts_ctx__row_reset(row);
+    if (ts_ctx__render_refuses(ctx, "write a row"))
         return row; /* ts_row_done fails: no table */
     row->kind = kind;
     row->table = strdup(table);
@@ -171,7 +171,7 @@ void ts_row_json(ts_row *row, const char *column, const json_t *value) {
         ts_row_add(row, column, lit, strlen(lit));
         free(lit);
     } else {
-        size_t len = ts_ctx_int_dump(row->ctx, value, 0);
+        size_t len = ts_ctx__dump(row->ctx, value, 0);
         if (!len) {
             row->ctx->state_failed = 1;
             return;
@@ -190,7 +190,7 @@ ts_err ts_row_done(ts_row *row) {
                                   "%s.%s: time %" PRId64 " ms is outside the years 1 to 9999 "
                                   "(PostgreSQL and ISO-8601 dates)",
                                   row->table, row->bad_column, row->bad_ms);
-        ts_ctx_int_row_reset(row);
+        ts_ctx__row_reset(row);
         return rc;
     }
     ts_rowcol cols[64];
@@ -211,7 +211,7 @@ ts_err ts_row_done(ts_row *row) {
     ts_err err = packed.data ? ts_effects_add(ctx->effs, row->kind, &table, &packed, NULL, NULL, 0)
                              : TS_E_NOMEM;
     free(packed.data);
-    ts_ctx_int_row_reset(row);
+    ts_ctx__row_reset(row);
     if (err != TS_OK)
         ctx->state_failed = 1;
     return err;
