@@ -33,7 +33,7 @@ typedef struct wire {
     const uint8_t *p;
     size_t len;
     size_t pos;
-    size_t items_left; /* bounds elements of zero-size types (arrays of null) */
+    size_t items_left;      /* bounds elements of zero-size types (arrays of null) */
     const char *bad_string; /* why the check failed on a string, if it did */
 } wire;
 

@@ -47,10 +47,10 @@ typedef struct ts_topology {
     char *state_dir;     /* absolute; RocksDB state and embedded servers' folders */
     int state_wal;       /* 1: RocksDB also writes its WAL (fast crash restarts) */
     char *schemas_dir;   /* absolute folder holding ids.yaml */
-    int batch_max_events; /* default 5000 */
-    int batch_max_ms;     /* default 20 */
+    int batch_max_events;         /* default 5000 */
+    int batch_max_ms;             /* default 20 */
     int batch_max_buffered_bytes; /* default 16 MiB */
-    int http_port;        /* 0: no HTTP endpoint (default) */
+    int http_port;                /* 0: no HTTP endpoint (default) */
     ts_topic_conf *topics;
     size_t n_topics;
     ts_processor_conf *processors;
