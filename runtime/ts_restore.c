@@ -197,6 +197,29 @@ static ts_err ts_restore_apply_group(ts_restore *r, ts_restore_chunk *c,
     return TS_OK;
 }
 
+/* Drops a complete batch that does not move the position past the last
+ * marker's: an owner that lost the partition without noticing yet (a zombie:
+ * paused past its session, cut off) can still append a batch after the new
+ * owner's. Processing is deterministic, so a batch that ends past the
+ * position holds the values as of its end, whoever wrote it, and is applied;
+ * one that ends at or before it would take its keys, its event ids and the
+ * position back to an older point. Its records stay in the changelog and
+ * every later restore skips them the same way (compaction may still drop an
+ * owner's record a zombie's later record shadows: fencing the writer is the
+ * full answer). */
+static void ts_restore_skip_stale(ts_restore *r, ts_restore_chunk *c, int64_t first,
+                                  int64_t next) {
+    if (r->stats.stale == 0)
+        ts_log_warn(r->task_id,
+                    "the changelog holds a batch of input %" PRId64 "..%" PRId64
+                    " after one that ended at %" PRId64
+                    ": written by an instance that had lost the partition; skipped",
+                    first, next - 1, c->mark_next);
+    r->stats.stale++;
+    c->n = c->n_complete;
+    ts_buf_reset(&c->torn_groups);
+}
+
 /* Adds one changelog record to the chunk. A marker ("M") completes the
  * batch before it; complete batches are written once the chunk is large. */
 static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_message_t *msg,
@@ -208,10 +231,15 @@ static ts_err ts_restore_apply(ts_restore *r, ts_restore_chunk *c, rd_kafka_mess
     if (k[0] == 'M') {
         if (!msg->payload || msg->len < 16)
             return TS_E_DECODE;
+        int64_t next = ts_buf_be64_load((const char *)msg->payload + 8);
+        if (c->mark && next <= c->mark_next) {
+            ts_restore_skip_stale(r, c, ts_buf_be64_load(msg->payload), next);
+            return TS_OK;
+        }
         if (c->mark)
             rd_kafka_message_destroy(c->mark);
         c->mark = msg; /* kept: its effects become the pending ones */
-        c->mark_next = ts_buf_be64_load((const char *)msg->payload + 8);
+        c->mark_next = next;
         *kept = 1;
         c->n_complete = c->n;
         ts_buf_reset(&c->torn_groups);

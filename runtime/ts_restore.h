@@ -63,6 +63,7 @@ typedef struct ts_restore_spec {
 typedef struct ts_restore_stats {
     uint64_t records;   /* changelog records read */
     uint64_t batches;   /* complete batches applied */
+    uint64_t stale;     /* complete batches skipped: they did not move the position */
     int64_t position;   /* restored input position, -1 when the changelog was empty */
     int64_t changelog_end; /* the partition's end at assignment */
     int current;        /* the local state was current: nothing was restored */

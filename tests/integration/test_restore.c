@@ -384,3 +384,56 @@ Test(restore, a_torn_first_batch_is_undone_by_the_next_owner) {
     produce_created(3);
     torn_records_did_not_count("T3");
 }
+
+/* An owner that lost the partition without noticing (a zombie: paused past
+ * its session, cut off) appends a complete batch after the new owner's: it
+ * changed book b3 and applied event up3, and its marker ends where one of the
+ * owner's earlier batches ended (a copy of the partition's first marker). A
+ * restore skips it: else book b3 would be "STALE", up3 would be taken for a
+ * duplicate, and the position would go back. */
+Test(restore, a_stale_batch_appended_by_a_zombie_is_skipped) {
+    produce_books(0, 10);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+
+    int32_t p = changelog_partition_of("b3");
+    cr_assert_geq(p, 0, "book b3 is in the changelog");
+    size_t n = 0;
+    rd_kafka_message_t **msgs = ts_testpipe_read_changelog(&tp, "storybook", &n);
+    char *marker = NULL;
+    size_t marker_len = 0;
+    for (size_t i = 0; i < n && !marker; i++)
+        if (msgs[i]->partition == p && msgs[i]->key_len == 1 &&
+            ((const char *)msgs[i]->key)[0] == 'M') {
+            marker_len = msgs[i]->len;
+            marker = malloc(marker_len);
+            memcpy(marker, msgs[i]->payload, marker_len);
+        }
+    ts_testpipe_records_free(msgs, n);
+    cr_assert_not_null(marker, "a marker in partition %d", (int)p);
+
+    static const char book_key[] = "Sbook\x1f" "b3";
+    static const char stale_book[] =
+        "{\"id\": \"b3\", \"userId\": \"u3\", \"title\": \"STALE\", \"coverImageUrl\": null, "
+        "\"createdAt\": 1767225600000, \"updatedAt\": 1767225700000, \"pages\": []}";
+    static const char group_key[] = "Z999998", seen[] = "_seen\x1f" "up3";
+    produce_changelog(p, book_key, sizeof(book_key) - 1, stale_book, sizeof(stale_book) - 1);
+    produce_changelog(p, group_key, sizeof(group_key) - 1, seen, sizeof(seen) - 1);
+    produce_changelog(p, "M", 1, marker, marker_len);
+    free(marker);
+
+    wipe_local_state();
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_updated(3);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(dlq_size(), 0, "see %s", tp.log);
+    char out[4096];
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
+                                      "storybook:book:b3"), 0);
+    json_t *book = json_loads(out, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(book, "title")), "Again 3", "%s (see %s)",
+                     out, tp.log);
+    json_decref(book);
+    cr_assert(log_has("written by an instance that had lost the partition; skipped"), "see %s",
+              tp.log);
+}
