@@ -291,6 +291,23 @@ static void produce_changelog(int32_t partition, const char *key, size_t klen, c
     cr_assert_eq(rd_kafka_flush(tp.producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
+/* Appends to changelog partition `p` what an owner's batch that changed book
+ * b3 (now titled `title`) and applied event `event_id` writes: b3's state
+ * record and the batch's group record of event ids (key `group_key`). */
+static void produce_b3_batch(int32_t p, const char *title, const char *group_key,
+                             const char *event_id) {
+    static const char book_key[] = "Sbook\x1f" "b3";
+    char book[512], seen[64];
+    int blen = snprintf(book, sizeof(book),
+                        "{\"id\": \"b3\", \"userId\": \"u3\", \"title\": \"%s\", "
+                        "\"coverImageUrl\": null, \"createdAt\": 1767225600000, "
+                        "\"updatedAt\": 1767225700000, \"pages\": []}",
+                        title);
+    int slen = snprintf(seen, sizeof(seen), "_seen\x1f%s", event_id);
+    produce_changelog(p, book_key, sizeof(book_key) - 1, book, (size_t)blen);
+    produce_changelog(p, group_key, strlen(group_key), seen, (size_t)slen);
+}
+
 /* After a restore past torn records of book b3 and the event id of its next
  * event, that event is applied once it is processed (nothing in the DLQ):
  * book b3 has `title`, and book b103, written after the torn records,
@@ -320,13 +337,7 @@ Test(restore, a_torn_batch_in_the_middle_of_the_changelog_is_undone) {
      * event up3 (so it remembered its id). */
     int32_t p = changelog_partition_of("b3");
     cr_assert_geq(p, 0, "book b3 is in the changelog");
-    static const char book_key[] = "Sbook\x1f" "b3";
-    static const char torn_book[] =
-        "{\"id\": \"b3\", \"userId\": \"u3\", \"title\": \"TORN\", \"coverImageUrl\": null, "
-        "\"createdAt\": 1767225600000, \"updatedAt\": 1767225700000, \"pages\": []}";
-    static const char group_key[] = "Z999999", seen[] = "_seen\x1f" "up3";
-    produce_changelog(p, book_key, sizeof(book_key) - 1, torn_book, sizeof(torn_book) - 1);
-    produce_changelog(p, group_key, sizeof(group_key) - 1, seen, sizeof(seen) - 1);
+    produce_b3_batch(p, "TORN", "Z999999", "up3");
 
     /* The next owner restores (the torn tail is dropped) and goes on: its
      * batches follow the torn records in the changelog. */
@@ -358,15 +369,8 @@ Test(restore, a_torn_first_batch_is_undone_by_the_next_owner) {
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0, "see %s", tp.log);
     const ts_topic_conf *in = ts_topology_topic(tp.topo, TOPIC);
     cr_assert_not_null(in);
-    static const char book_key[] = "Sbook\x1f" "b3";
-    static const char torn_book[] =
-        "{\"id\": \"b3\", \"userId\": \"u3\", \"title\": \"TORN\", \"coverImageUrl\": null, "
-        "\"createdAt\": 1767225600000, \"updatedAt\": 1767225600000, \"pages\": []}";
-    static const char group_key[] = "Z999999", seen[] = "_seen\x1f" "c3";
-    for (int32_t p = 0; p < in->partitions; p++) {
-        produce_changelog(p, book_key, sizeof(book_key) - 1, torn_book, sizeof(torn_book) - 1);
-        produce_changelog(p, group_key, sizeof(group_key) - 1, seen, sizeof(seen) - 1);
-    }
+    for (int32_t p = 0; p < in->partitions; p++)
+        produce_b3_batch(p, "TORN", "Z999999", "c3");
 
     /* The next owner: its first batch on u3's partition (book b103). */
     wipe_local_state();
@@ -412,13 +416,7 @@ Test(restore, a_stale_batch_appended_by_a_zombie_is_skipped) {
     ts_testpipe_records_free(msgs, n);
     cr_assert_not_null(marker, "a marker in partition %d", (int)p);
 
-    static const char book_key[] = "Sbook\x1f" "b3";
-    static const char stale_book[] =
-        "{\"id\": \"b3\", \"userId\": \"u3\", \"title\": \"STALE\", \"coverImageUrl\": null, "
-        "\"createdAt\": 1767225600000, \"updatedAt\": 1767225700000, \"pages\": []}";
-    static const char group_key[] = "Z999998", seen[] = "_seen\x1f" "up3";
-    produce_changelog(p, book_key, sizeof(book_key) - 1, stale_book, sizeof(stale_book) - 1);
-    produce_changelog(p, group_key, sizeof(group_key) - 1, seen, sizeof(seen) - 1);
+    produce_b3_batch(p, "STALE", "Z999998", "up3");
     produce_changelog(p, "M", 1, marker, marker_len);
     free(marker);
 
