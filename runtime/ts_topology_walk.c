@@ -258,14 +258,25 @@ static ts_err ts_topo_add_ref(ts_topo_loader *ld, const char *name, int line) {
 
 /* ---- the walker ---------------------------------------------------------- */
 
+/* The node of a row that takes a mapping: 1 a mapping to read, 0 null (the
+ * row keeps its default), -1 anything else (the load failed: ld->rc). */
+static int ts_topo_mapping_or_null(ts_topo_loader *ld, const ts_topo_key *row,
+                                   const yaml_node_t *node) {
+    if (node->type == YAML_MAPPING_NODE)
+        return 1;
+    if (ts_topo_is_null(node))
+        return 0;
+    ts_topo_fail(ld, ts_topo_line(node), "'%s' must be a mapping, got %s", row->key,
+                 ts_topo_kind(node));
+    return -1;
+}
+
 static ts_err ts_topo_set_settings(ts_topo_loader *ld, const ts_topo_key *row, void *base,
                                    yaml_node_t *node) {
     json_t **field = (json_t **)((char *)base + row->offset);
-    if (node->type != YAML_MAPPING_NODE && !ts_topo_is_null(node))
-        return ts_topo_fail(ld, ts_topo_line(node), "'%s' must be a mapping, got %s", row->key,
-                            ts_topo_kind(node));
-    if (node->type != YAML_MAPPING_NODE)
-        return TS_OK;
+    int mapping = ts_topo_mapping_or_null(ld, row, node);
+    if (mapping <= 0)
+        return mapping < 0 ? ld->rc : TS_OK;
     for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
          p++) {
         yaml_node_t *knode = yaml_document_get_node(ld->doc, p->key);
@@ -402,11 +413,9 @@ static ts_err ts_topo_set_value(ts_topo_loader *ld, const ts_topo_key *row, void
     case TS_TOPO_SETTINGS:
         return ts_topo_set_settings(ld, row, base, node);
     case TS_TOPO_OBJECT: {
-        if (ts_topo_is_null(node))
-            return TS_OK;
-        if (node->type != YAML_MAPPING_NODE)
-            return ts_topo_fail(ld, line, "'%s' must be a mapping, got %s", row->key,
-                                ts_topo_kind(node));
+        int mapping = ts_topo_mapping_or_null(ld, row, node);
+        if (mapping <= 0)
+            return mapping < 0 ? ld->rc : TS_OK;
         json_t *obj = ts_topo_to_json(ld, node, 0);
         if (!obj)
             return ld->rc;
@@ -420,11 +429,9 @@ static ts_err ts_topo_set_value(ts_topo_loader *ld, const ts_topo_key *row, void
     case TS_TOPO_LIST:
         return ts_topo_set_list(ld, row, base, node);
     case TS_TOPO_SECTION: {
-        if (ts_topo_is_null(node))
-            return TS_OK;
-        if (node->type != YAML_MAPPING_NODE)
-            return ts_topo_fail(ld, line, "'%s' must be a mapping, got %s", row->key,
-                                ts_topo_kind(node));
+        int mapping = ts_topo_mapping_or_null(ld, row, node);
+        if (mapping <= 0)
+            return mapping < 0 ? ld->rc : TS_OK;
         char prefix[64];
         snprintf(prefix, sizeof(prefix), "%s.", row->key);
         return ts_topo_walk(ld, table, prefix, row->key, node, base, seen);
