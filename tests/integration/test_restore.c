@@ -308,11 +308,20 @@ static void produce_b3_batch(int32_t p, const char *title, const char *group_key
     produce_changelog(p, group_key, strlen(group_key), seen, (size_t)slen);
 }
 
-/* After a restore past torn records of book b3 and the event id of its next
- * event, that event is applied once it is processed (nothing in the DLQ):
- * book b3 has `title`, and book b103, written after the torn records,
- * survived. */
-static void torn_records_did_not_count(const char *title) {
+/* Processes books b0..b9, stops the runtime, and returns the changelog
+ * partition holding book b3. */
+static int32_t b3_partition_after_ten_books(void) {
+    produce_books(0, 10);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
+    int32_t p = changelog_partition_of("b3");
+    cr_assert_geq(p, 0, "book b3 is in the changelog");
+    return p;
+}
+
+/* Once everything produced is processed, nothing is in the DLQ and book b3
+ * has `title`. */
+static void b3_has_title(const char *title) {
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     cr_assert_eq(dlq_size(), 0, "see %s", tp.log);
     char out[4096];
@@ -322,21 +331,25 @@ static void torn_records_did_not_count(const char *title) {
     cr_assert_str_eq(json_string_value(json_object_get(book, "title")), title, "%s (see %s)",
                      out, tp.log);
     json_decref(book);
+}
+
+/* After a restore past torn records of book b3 and the event id of its next
+ * event, that event is applied once it is processed (nothing in the DLQ):
+ * book b3 has `title`, and book b103, written after the torn records,
+ * survived. */
+static void torn_records_did_not_count(const char *title) {
+    b3_has_title(title);
+    char out[4096];
     cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
                                       "storybook:book:b103"), 0);
     cr_assert(out[0] == '{', "book b103 survived the restores: %s", out);
 }
 
 Test(restore, a_torn_batch_in_the_middle_of_the_changelog_is_undone) {
-    produce_books(0, 10);
-    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
-    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
-
     /* An owner died while its batch was landing: two of its records reached
      * the changelog, its marker did not. It had changed book b3 and applied
      * event up3 (so it remembered its id). */
-    int32_t p = changelog_partition_of("b3");
-    cr_assert_geq(p, 0, "book b3 is in the changelog");
+    int32_t p = b3_partition_after_ten_books();
     produce_b3_batch(p, "TORN", "Z999999", "up3");
 
     /* The next owner restores (the torn tail is dropped) and goes on: its
@@ -396,12 +409,7 @@ Test(restore, a_torn_first_batch_is_undone_by_the_next_owner) {
  * restore skips it: else book b3 would be "STALE", up3 would be taken for a
  * duplicate, and the position would go back. */
 Test(restore, a_stale_batch_appended_by_a_zombie_is_skipped) {
-    produce_books(0, 10);
-    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
-    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
-
-    int32_t p = changelog_partition_of("b3");
-    cr_assert_geq(p, 0, "book b3 is in the changelog");
+    int32_t p = b3_partition_after_ten_books();
     size_t n = 0;
     rd_kafka_message_t **msgs = ts_testpipe_read_changelog(&tp, "storybook", &n);
     char *marker = NULL;
@@ -423,15 +431,7 @@ Test(restore, a_stale_batch_appended_by_a_zombie_is_skipped) {
     wipe_local_state();
     cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
     produce_updated(3);
-    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
-    cr_assert_eq(dlq_size(), 0, "see %s", tp.log);
-    char out[4096];
-    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET %s",
-                                      "storybook:book:b3"), 0);
-    json_t *book = json_loads(out, 0, NULL);
-    cr_assert_str_eq(json_string_value(json_object_get(book, "title")), "Again 3", "%s (see %s)",
-                     out, tp.log);
-    json_decref(book);
+    b3_has_title("Again 3");
     cr_assert(log_has("written by an instance that had lost the partition; skipped"), "see %s",
               tp.log);
 }
