@@ -169,6 +169,7 @@ void ts_task_destroy(ts_task *task) {
     free(task->batch);
     free(task->ckeybuf);
     ts_buf_close(&task->seen_group);
+    ts_bloom_destroy(task->seen_filter);
     ts_buf_close(&task->undo);
     ts_buf_close(&task->pending);
     free(task->state_prefix);

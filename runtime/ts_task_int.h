@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "ts_avro.h"
+#include "ts_bloom.h"
 #include "ts_buf.h"
 #include "ts_ctx.h"
 #include "ts_effects.h"
@@ -86,6 +87,8 @@ struct ts_task {
     char *ckeybuf;            /* scratch: a changelog record's key */
     size_t ckeycap;
     ts_buf seen_group;        /* the batch's event ids for the changelog, NUL-separated */
+    ts_bloom *seen_filter;    /* every event id in the "_seen" store (and maybe others);
+                               * NULL until the first batch loads it */
     size_t batch_id_bytes;    /* what the batch's event ids add to its group record */
     ts_buf pending;           /* the pending record (ts_pending.h), while a batch is decided */
 
@@ -147,6 +150,9 @@ void ts_task__mirror_write(void *arg, ts_state_batch *wb, const char *key, size_
 
 /** Reads the task's stored position, changelog keys to undo and pending effects. */
 ts_err ts_task__load(ts_task *task, char *err, size_t errlen);
+/** Loads the ids of the task's "_seen" store into task->seen_filter: on a
+ * pool thread, before the task's first batch (after any restore). */
+ts_err ts_task__load_seen(ts_task *task);
 
 /* ---- ts_task_rebuild.c ---------------------------------------------------- */
 

@@ -9,6 +9,8 @@
  * effects are decoded back into the task's effects (the changelog records
  * among them read from the local keys they refer to), and starting the task
  * re-sends them before it takes records: the sinks' fences skip what arrived.
+ * Its first batch loads the event ids of its "_seen" store into an in-memory
+ * filter (ts_bloom.h) that answers most dedup lookups without RocksDB.
  */
 #include "ts_task_int.h"
 
@@ -112,5 +114,64 @@ ts_err ts_task_start(ts_task *task) {
                     task->flush.next_offset - 1);
         ts_task__flush_start(task);
     }
+    return TS_OK;
+}
+
+/* ---- the event ids already applied --------------------------------------------- */
+
+typedef struct ts_task_seen_scan {
+    size_t prefix_len;
+    uint64_t *hashes;
+    size_t n, cap;
+    int failed;
+} ts_task_seen_scan;
+
+static int ts_task_seen_hash(void *arg, const char *key, size_t klen, const char *val,
+                             size_t vlen) {
+    (void)val;
+    (void)vlen;
+    ts_task_seen_scan *scan = arg;
+    if (scan->n == scan->cap) {
+        size_t cap = scan->cap ? scan->cap * 2 : 4096;
+        uint64_t *grown = realloc(scan->hashes, cap * sizeof(*grown));
+        if (!grown) {
+            scan->failed = 1;
+            return 1;
+        }
+        scan->hashes = grown;
+        scan->cap = cap;
+    }
+    scan->hashes[scan->n++] = ts_bloom_hash(key + scan->prefix_len, klen - scan->prefix_len);
+    return 0;
+}
+
+ts_err ts_task__load_seen(ts_task *task) {
+    static const char store[] = TS_TASK_SEEN_STORE "\x1f";
+    size_t len;
+    char *prefix = ts_task__state_key(task, store, sizeof(store) - 1, &len);
+    if (!prefix)
+        return TS_E_NOMEM;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    ts_task_seen_scan scan = {.prefix_len = len};
+    ts_err rc = ts_state_scan(task->host->state, prefix, len, ts_task_seen_hash, &scan);
+    if (rc == TS_OK && scan.failed)
+        rc = TS_E_NOMEM;
+    /* Room for as many new ids again before the filter grows a layer. */
+    ts_bloom *filter = rc == TS_OK ? ts_bloom_create(scan.n * 2) : NULL;
+    if (rc == TS_OK && !filter)
+        rc = TS_E_NOMEM;
+    for (size_t i = 0; rc == TS_OK && i < scan.n; i++)
+        ts_bloom_add(filter, scan.hashes[i]);
+    free(scan.hashes);
+    if (rc != TS_OK) {
+        ts_bloom_destroy(filter);
+        ts_log_error(task->id, "cannot load the event ids applied before: %s", ts_err_str(rc));
+        return rc;
+    }
+    if (scan.n > 0)
+        ts_log_info(task->id, "%zu event ids applied before, in a %zu KiB filter (%.0f ms)",
+                    scan.n, ts_bloom_bytes(filter) / 1024, ts_task__ms_since(&start));
+    task->seen_filter = filter;
     return TS_OK;
 }

@@ -11,6 +11,7 @@ packages=(
   build-essential cmake pkg-config
   librdkafka-dev libavro-dev libhiredis-dev libuv1-dev librocksdb-dev libpq-dev
   libyaml-dev libjansson-dev uthash-dev libcriterion-dev libmicrohttpd-dev libjemalloc-dev
+  libxxhash-dev
   redis-server postgresql kafkacat
   gdb  # a stalled runtime's stacks in a failing test's output
 )
