@@ -57,6 +57,10 @@ ts_err ts_runtime_metrics_init(ts_runtime *rt) {
                   "Times a partition stopped fetching because its task held 2 x "
                   "batch.max_events records or batch.max_buffered_bytes of them (backpressure).",
                   proc, 1, NULL, 0)
+    TS_RT_DECLARE(dedup_bytes, TS_METRIC_GAUGE, "tastesync_dedup_filter_bytes",
+                  "Memory of the in-memory filters of event ids already applied (2 bytes per "
+                  "id; they answer the dedup lookup of a new id without RocksDB).",
+                  proc, 1, NULL, 0)
     TS_RT_DECLARE(batch_size, TS_METRIC_HISTOGRAM, "tastesync_batch_size",
                   "Input records per batch.", proc, 1, size, n_size)
     TS_RT_DECLARE(batch_seconds, TS_METRIC_HISTOGRAM, "tastesync_batch_duration_seconds",
@@ -206,8 +210,9 @@ static int ts_runtime_readiness(const ts_runtime *rt, char *why, size_t len) {
 /* Rebuilds the per-partition gauges from the current tasks and restores. */
 static void ts_runtime_metrics_refresh(ts_runtime *rt, int ready) {
     ts_runtime_metrics *mx = &rt->mx;
-    ts_metric *per_partition[] = {mx->lag,        mx->committed,  mx->restored,
-                                  mx->to_restore, mx->fresh_event, mx->fresh_wall};
+    ts_metric *per_partition[] = {mx->lag,        mx->committed,   mx->restored,
+                                  mx->to_restore, mx->fresh_event, mx->fresh_wall,
+                                  mx->dedup_bytes};
     for (size_t i = 0; i < sizeof(per_partition) / sizeof(per_partition[0]); i++)
         ts_metrics_reset(per_partition[i]);
     size_t running = 0, revoking = 0, restoring = 0;
@@ -223,6 +228,8 @@ static void ts_runtime_metrics_refresh(ts_runtime *rt, int ready) {
             continue;
         }
         running++;
+        const char *name[] = {pp[0]};
+        ts_metrics_add(mx->dedup_bytes, name, (double)ts_task_dedup_bytes(task));
         int64_t acked = ts_task_acked(task), end = -1, event_ms, acked_ms;
         if (acked >= 0)
             ts_metrics_set(mx->committed, tp, (double)acked);

@@ -89,6 +89,7 @@ struct ts_task {
     ts_buf seen_group;        /* the batch's event ids for the changelog, NUL-separated */
     ts_bloom *seen_filter;    /* every event id in the "_seen" store (and maybe others);
                                * NULL until the first batch loads it */
+    size_t seen_filter_bytes; /* its size after the last decided batch, for the loop */
     size_t batch_id_bytes;    /* what the batch's event ids add to its group record */
     ts_buf pending;           /* the pending record (ts_pending.h), while a batch is decided */
 

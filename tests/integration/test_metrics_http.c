@@ -38,6 +38,7 @@ static void teardown(void) {
 TestSuite(metrics_http, .fini = teardown, .timeout = 240);
 
 #define TOPIC "storybook.events"
+#define DEDUP_BYTES "tastesync_dedup_filter_bytes{processor=\"storybook\"}"
 
 static char *scrape(void) {
     int status = 0;
@@ -108,6 +109,7 @@ Test(metrics_http, series_change_as_events_flow) {
                  8 * (double)tp.topo->n_processors, "every input partition: %s", text);
     cr_assert_eq(ts_httpget_sample(text, "tastesync_sink_up{sink=\"postgres\"}", -1), 1, "%s",
                  text);
+    cr_assert_eq(ts_httpget_sample(text, DEDUP_BYTES, -1), 0, "no batch yet: %s", text);
     free(text);
 
     produce_books(0, 20);
@@ -140,6 +142,9 @@ Test(metrics_http, series_change_as_events_flow) {
     cr_assert_geq(ts_httpget_sample(
                       text, "tastesync_batch_duration_seconds_count{processor=\"storybook\"}", 0),
                   1, "%s", text);
+    /* The tasks that decided a batch hold a filter of their event ids (at
+     * least 1024 ids' room, 2 bytes each). */
+    cr_assert_geq(ts_httpget_sample(text, DEDUP_BYTES, -1), 2048, "%s", text);
     const char *sinks[] = {"redis", "postgres", "kafka"};
     for (size_t i = 0; i < 3; i++) {
         char series[128];
