@@ -161,12 +161,11 @@ static ts_err ts_task_apply(ts_task *task, const rd_kafka_message_t *msg) {
     }
 
     ts_ctx_event_begin(task->ctx, &ev);
-    /* A record an operator re-drove from the DLQ (`tastesync dlq redrive`,
-     * header redriven.from) is processed again although its event id was
-     * seen: that is the point of re-driving it after a fix. */
     /* The filter answers "never seen" for nearly every event without a
-     * RocksDB lookup; "maybe" (a redelivery, or ~0.2% of new ids) asks the
-     * store. */
+     * RocksDB lookup; "maybe" (a redelivery, or under 1% of new ids) asks
+     * the store. A record an operator re-drove from the DLQ (`tastesync dlq
+     * redrive`, header redriven.from) is processed again although its event
+     * id was seen: that is the point of re-driving it after a fix. */
     uint64_t id_hash = event_id ? ts_bloom_hash(event_id, id_len) : 0;
     if (event_id && ts_bloom_may_contain(task->seen_filter, id_hash) && !ts_task_redriven(msg)) {
         const char *seen;
