@@ -1,6 +1,12 @@
 /* ts_runtime_int.h - the runtime's own parts, shared by its files and no one
- * else: ts_runtime.c (the process: stack, source, tasks, sinks, the loop) and
- * ts_runtime_metrics.c (metrics, health and readiness).
+ * else: ts_runtime.c (the process: create, run and destroy; the stack,
+ * processors, outputs and sinks), ts_runtime_assign.c (the tasks and the
+ * partitions the source assigns them: restores, revocations, the task host's
+ * callbacks), ts_runtime_views.c (the start-time views, and views found
+ * missing written again), ts_runtime_stop.c (the tick and stopping) and
+ * ts_runtime_metrics.c (metrics, health and readiness). The API is
+ * ts_runtime.h; the functions here named ts_runtime__ are shared only among
+ * these files (the older ones below keep a single underscore).
  *
  * Threading: the loop thread, like the runtime.
  */
@@ -22,6 +28,9 @@
 #include "ts_source.h"
 #include "ts_state.h"
 #include "ts_task.h"
+
+/* The tick's period (ts_runtime_stop.c). */
+#define TS_RUNTIME_TICK_MS 50
 
 typedef struct ts_runtime_proc {
     const ts_processor_conf *conf;
@@ -124,6 +133,45 @@ struct ts_runtime {
 ts_runtime_proc *ts_runtime_proc_for(ts_runtime *rt, const char *topic);
 /** Wall-clock milliseconds since the epoch. */
 int64_t ts_runtime_wall_ms(void);
+
+/* ---- ts_runtime_assign.c -------------------------------------------------- */
+
+/** The task of (topic, partition), or NULL. */
+ts_task *ts_runtime__task_find(const ts_runtime *rt, const char *topic, int32_t partition);
+/** Destroys rt->tasks[i] and takes it out of the list. */
+void ts_runtime__task_remove(ts_runtime *rt, size_t i);
+/** ts_task_host.schedule: runs the ready tasks from the idle handle `work`. */
+void ts_runtime__schedule(void *arg, ts_task *task);
+/** ts_task_host.pause: pauses or resumes the task's partition at the source. */
+void ts_runtime__pause(void *arg, ts_task *task, int pause);
+/** ts_task_host.seek: sends the source back to `offset` of the task's partition. */
+void ts_runtime__seek(void *arg, ts_task *task, int64_t offset);
+/** ts_task_host.commit: stores the task's next offset at the source. */
+void ts_runtime__commit(void *arg, ts_task *task, int64_t next_offset);
+/** ts_task_host.failed: logs the task's failure and stops the runtime. */
+void ts_runtime__task_failed(void *arg, ts_task *task, ts_err err);
+/** Creates the source, subscribed to every processor's input topic. */
+ts_err ts_runtime__start_source(ts_runtime *rt, char *err, size_t errlen);
+
+/* ---- ts_runtime_views.c --------------------------------------------------- */
+
+/** Runs every processor's setup and sends its views to the view sink. */
+ts_err ts_runtime__setup_views(ts_runtime *rt, char *err, size_t errlen);
+/** The view sink's report of the tasks whose views Redis holds whole
+ * (ts_redis_sink_watch): the missing ones are written again. */
+void ts_runtime__views_present(void *arg, const char *const *fields, size_t n);
+/** ts_task_host.rebuilt: marks the task's views whole again. */
+void ts_runtime__rebuilt(void *arg, ts_task *task, size_t n_views);
+
+/* ---- ts_runtime_stop.c ---------------------------------------------------- */
+
+/** Leaves the group, closes the sinks and every handle of the runtime. Safe to
+ * call twice, and on a runtime whose create failed half-way. */
+void ts_runtime__close_all(ts_runtime *rt);
+/** The tick (`tick`, every TS_RUNTIME_TICK_MS). */
+void ts_runtime__on_tick(uv_timer_t *timer);
+/** SIGINT and SIGTERM: stops the runtime. */
+void ts_runtime__on_signal(uv_signal_t *sig, int signum);
 
 /* ---- ts_runtime_metrics.c ------------------------------------------------- */
 
