@@ -393,6 +393,7 @@ ts_err ts_runtime_create(const ts_topology *topo, const ts_processor_def *const 
         .batched = ts_runtime_batched,
         .views = &rt->metered[0],
         .instance = rt->instance,
+        .started_ms = rt->started_ms,
         .owner_seq = &rt->owner_seq,
         .deciding = &rt->deciding,
         .max_deciding = ts_runtime_decide_slots(),

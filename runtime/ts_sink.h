@@ -25,7 +25,7 @@ typedef struct ts_flush {
     int64_t first_offset;  /* input offsets the batch covers: [first_offset, next_offset) */
     int64_t next_offset;
     const ts_effects *effects;
-    const char *owner;     /* "<instance>#<n>": who decided the batch (may be NULL) */
+    const char *owner;     /* "<instance>@<start ms>#<n>": who decided the batch (may be NULL) */
     /* When not NULL, the Kafka sink stores here, before `done`, the offset
      * after the flush's last emit in that emit's partition. A task with a
      * changelog emits its marker last, so this is where the changelog

@@ -129,7 +129,8 @@ ts_err ts_task_create(const ts_task_host *host, const ts_task_spec *spec, int32_
     task->state_prefix[idlen + 1] = '\0';
     task->flush.task_id = task->id;
     task->flush.effects = task->effs;
-    snprintf(task->owner, sizeof(task->owner), "%s#%u", host->instance ? host->instance : "?",
+    snprintf(task->owner, sizeof(task->owner), "%s@%" PRId64 "#%u",
+             host->instance ? host->instance : "?", host->started_ms,
              host->owner_seq ? ++*host->owner_seq : 0);
     task->flush.owner = task->owner;
     task->flush.emitted_end = &task->flush_end;

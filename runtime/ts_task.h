@@ -74,6 +74,8 @@ typedef struct ts_task_host {
     void (*batched)(void *arg, ts_task *task, const ts_task_batch *batch);
     ts_sink *views; /* the view sink (one of `sinks`), for rebuilds */
     const char *instance;  /* names the owner of the tasks' batches */
+    int64_t started_ms;    /* the process's start (wall clock): an instance
+                            * restarted under the same name is another owner */
     unsigned *owner_seq;   /* numbers each task's holding of its partition */
     /* Batches being decided on the pool now, shared by the host's tasks, and
      * how many large ones may start while that many are (0: no limit; small

@@ -35,7 +35,7 @@ struct ts_task {
     const ts_task_spec *spec;
     int32_t partition;
     char id[160];
-    char owner[192]; /* "<instance>#<n>", see ts_flush.owner */
+    char owner[192]; /* "<instance>@<start ms>#<n>", see ts_flush.owner */
 
     void *proc; /* the processor instance */
     ts_effects *effs;

@@ -5,7 +5,8 @@
  * restores nothing, an instance whose snapshot is older than the changelog
  * restores even when the group's committed offset lags, and the records of a
  * torn batch left in the changelog do not count, in its middle or as the
- * partition's first batch. */
+ * partition's first batch, and an instance restarted under the same static id
+ * is another owner. */
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h> /* after rdkafka.h */
@@ -220,6 +221,50 @@ Test(restore, clean_restart_keeps_local_state) {
     cr_assert(!log_has("restored"), "nothing was restored (see %s)", tp.log);
     cr_assert(log_has("event ids applied before"), "the filter was loaded (see %s)", tp.log);
     cr_assert_eq(dlq_size(), 0, "the retry of c5 was dropped as a duplicate");
+}
+
+/* Books of users s0..s<n - 1>: every partition of the topic gets some. */
+static void produce_spread(int from, int to) {
+    for (int i = from; i < to; i++) {
+        char json[512];
+        snprintf(json, sizeof(json),
+                 "{\"BookCreated\": {\"event_id\": \"s%d\", \"book_id\": \"sb%d\", "
+                 "\"user_id\": \"s%d\", \"title\": \"S%d\", \"created_at\": 1767225600000}}",
+                 i, i, i % 40, i);
+        cr_assert_eq(ts_testpipe_produce_json(&tp, TOPIC, json), 0, "%s", json);
+    }
+}
+
+/* An instance restarted under the same static id (TASTESYNC_INSTANCE_ID) is
+ * another owner of its partitions in ts_handoffs. Owners were named by the
+ * instance and a number counted from 1 in each process, so a restarted
+ * static member could take its previous run's name for a partition: a
+ * legitimate hand-over back to it looked like an overlap (test_scaleout
+ * failed so once), and an overlap with its own previous run could hide. */
+Test(restore, a_static_member_restarted_is_another_owner) {
+    /* The setup's runtime, still starting, had no static id. */
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGKILL), 128 + SIGKILL);
+    pid_t s = ts_testpipe_spawn(&tp, "s", "restore-static");
+    cr_assert_gt(s, 0);
+    produce_spread(0, 80);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s/s.log", tp.dir);
+    cr_assert_eq(ts_testpipe_reap(s, SIGTERM), 0, "see %s/s.log", tp.dir);
+    s = ts_testpipe_spawn(&tp, "s", "restore-static"); /* its state folder again */
+    cr_assert_gt(s, 0);
+    produce_spread(80, 160); /* the same 40 users: the same partitions */
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s/s.log", tp.dir);
+    cr_assert_eq(ts_testpipe_reap(s, SIGTERM), 0, "see %s/s.log", tp.dir);
+    char out[4096];
+    cr_assert_eq(ts_testenv_pg_query(tp.pg, out, sizeof(out),
+                                     "SELECT count(*), count(*) FILTER (WHERE owners >= 2) "
+                                     "FROM (SELECT task, count(DISTINCT owner) AS owners "
+                                     "FROM ts_handoffs WHERE owner LIKE 'restore-static%' "
+                                     "AND task LIKE 'storybook/%' GROUP BY task) t"),
+                 0, "%s", out);
+    int tasks = 0, handed_over = 0;
+    cr_assert_eq(sscanf(out, "%d|%d", &tasks, &handed_over), 2, "%s", out);
+    cr_assert_gt(tasks, 0, "the static member's batches are recorded");
+    cr_assert_eq(handed_over, tasks, "every task's second run is another owner: %s", out);
 }
 
 Test(restore, an_old_snapshot_is_not_resumed_when_the_committed_offset_lags) {
