@@ -66,6 +66,36 @@ static int log_has(const char *needle) {
     return found;
 }
 
+/* The last runtime log lines about where its storybook tasks started, for a
+ * failure's message (the log goes with the test's folder). */
+static const char *start_lines(void) {
+    static char out[1 << 16];
+    size_t len = 0;
+    out[0] = '\0';
+    FILE *f = fopen(tp.log, "r");
+    if (!f)
+        return "(no log)";
+    char line[4096];
+    while (fgets(line, sizeof(line), f)) {
+        if (!strstr(line, "storybook/") ||
+            !(strstr(line, "started at") || strstr(line, "local state") ||
+              strstr(line, "re-sending") || strstr(line, "restored") || strstr(line, "level=warn") ||
+              strstr(line, "level=error")))
+            continue;
+        size_t n = strlen(line);
+        if (len + n + 1 > sizeof(out))
+            break;
+        memcpy(out + len, line, n + 1);
+        len += n;
+    }
+    fclose(f);
+    /* The last 40 lines: the last run's. */
+    const char *tail = out + len;
+    for (int lines = 0; tail > out && lines <= 40; tail--)
+        lines += tail[-1] == '\n';
+    return tail;
+}
+
 static void wipe_local_state(void) {
     char state[256];
     snprintf(state, sizeof(state), "%s/state", tp.dir);
@@ -173,7 +203,8 @@ static void killed_before_its_changelog_landed(int wal) {
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     cr_assert(!log_has("restored"), "no restore: nothing of it landed (see %s)", tp.log);
     if (wal)
-        cr_assert(log_has("re-sending"), "the pending batch was re-sent (see %s)", tp.log);
+        cr_assert(log_has("re-sending"), "the pending batch was re-sent (see %s):\n%s", tp.log,
+                  start_lines());
     cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGTERM), 0);
 
     /* From the changelog alone, the books and their event ids are back. */
