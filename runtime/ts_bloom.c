@@ -75,6 +75,13 @@ static uint32_t ts_bloom_seed(uint64_t hash, size_t layer) {
     return (uint32_t)hash ^ (uint32_t)(layer * 0x85ebca6bu);
 }
 
+/* The next probe's bit in the block (0..511), advancing the sequence. */
+static uint32_t ts_bloom_next_bit(uint32_t *a) {
+    uint32_t bit = *a >> 23;
+    *a *= 0x9e3779b9u;
+    return bit;
+}
+
 void ts_bloom_add(ts_bloom *b, uint64_t hash) {
     b->count++;
     if (b->saturated)
@@ -91,9 +98,8 @@ void ts_bloom_add(ts_bloom *b, uint64_t hash) {
     uint64_t *block = ts_bloom_block(l, hash);
     uint32_t a = ts_bloom_seed(hash, b->n_layers - 1);
     for (int i = 0; i < TS_BLOOM_PROBES; i++) {
-        uint32_t bit = a >> 23;
+        uint32_t bit = ts_bloom_next_bit(&a);
         block[bit >> 6] |= (uint64_t)1 << (bit & 63);
-        a *= 0x9e3779b9u;
     }
     l->count++;
 }
@@ -107,9 +113,8 @@ int ts_bloom_may_contain(const ts_bloom *b, uint64_t hash) {
         uint32_t a = ts_bloom_seed(hash, i);
         int all = 1;
         for (int p = 0; p < TS_BLOOM_PROBES && all; p++) {
-            uint32_t bit = a >> 23;
+            uint32_t bit = ts_bloom_next_bit(&a);
             all = (block[bit >> 6] >> (bit & 63)) & 1;
-            a *= 0x9e3779b9u;
         }
         if (all)
             return 1;

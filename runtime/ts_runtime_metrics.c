@@ -207,14 +207,15 @@ static int ts_runtime_readiness(const ts_runtime *rt, char *why, size_t len) {
     return 1;
 }
 
-/* Rebuilds the per-partition gauges from the current tasks and restores. */
+/* Rebuilds the gauges of the current tasks and restores (per partition, and
+ * the per-processor sum of the tasks' dedup filters). */
 static void ts_runtime_metrics_refresh(ts_runtime *rt, int ready) {
     ts_runtime_metrics *mx = &rt->mx;
-    ts_metric *per_partition[] = {mx->lag,        mx->committed,   mx->restored,
-                                  mx->to_restore, mx->fresh_event, mx->fresh_wall,
-                                  mx->dedup_bytes};
-    for (size_t i = 0; i < sizeof(per_partition) / sizeof(per_partition[0]); i++)
-        ts_metrics_reset(per_partition[i]);
+    ts_metric *rebuilt[] = {mx->lag,        mx->committed,   mx->restored,
+                            mx->to_restore, mx->fresh_event, mx->fresh_wall,
+                            mx->dedup_bytes};
+    for (size_t i = 0; i < sizeof(rebuilt) / sizeof(rebuilt[0]); i++)
+        ts_metrics_reset(rebuilt[i]);
     size_t running = 0, revoking = 0, restoring = 0;
     for (size_t i = 0; i < rt->n_tasks; i++) {
         ts_task *task = rt->tasks[i];
@@ -228,8 +229,8 @@ static void ts_runtime_metrics_refresh(ts_runtime *rt, int ready) {
             continue;
         }
         running++;
-        const char *name[] = {pp[0]};
-        ts_metrics_add(mx->dedup_bytes, name, (double)ts_task_dedup_bytes(task));
+        const char *proc_name[] = {pp[0]}; /* summed over the processor's tasks */
+        ts_metrics_add(mx->dedup_bytes, proc_name, (double)ts_task_dedup_bytes(task));
         int64_t acked = ts_task_acked(task), end = -1, event_ms, acked_ms;
         if (acked >= 0)
             ts_metrics_set(mx->committed, tp, (double)acked);

@@ -27,11 +27,15 @@ TestSuite(restore, .init = setup, .fini = teardown, .timeout = 180);
 
 #define TOPIC "storybook.events"
 
-static void produce(const char *fmt, int i) {
+/* Produces event `i` of `fmt` (its four %d: event, book, user i % users,
+ * title). */
+static void produce_of(const char *fmt, int i, int users) {
     char json[1024];
-    snprintf(json, sizeof(json), fmt, i, i, i % 5, i);
+    snprintf(json, sizeof(json), fmt, i, i, i % users, i);
     cr_assert_eq(ts_testpipe_produce_json(&tp, TOPIC, json), 0, "%s", json);
 }
+
+static void produce(const char *fmt, int i) { produce_of(fmt, i, 5); }
 
 static void produce_created(int i) {
     produce("{\"BookCreated\": {\"event_id\": \"c%d\", \"book_id\": \"b%d\", \"user_id\": "
@@ -254,16 +258,12 @@ Test(restore, clean_restart_keeps_local_state) {
     cr_assert_eq(dlq_size(), 0, "the retry of c5 was dropped as a duplicate");
 }
 
-/* Books of users s0..s<n - 1>: every partition of the topic gets some. */
+/* Books of users s0..s39: every partition of the topic gets some. */
 static void produce_spread(int from, int to) {
-    for (int i = from; i < to; i++) {
-        char json[512];
-        snprintf(json, sizeof(json),
-                 "{\"BookCreated\": {\"event_id\": \"s%d\", \"book_id\": \"sb%d\", "
-                 "\"user_id\": \"s%d\", \"title\": \"S%d\", \"created_at\": 1767225600000}}",
-                 i, i, i % 40, i);
-        cr_assert_eq(ts_testpipe_produce_json(&tp, TOPIC, json), 0, "%s", json);
-    }
+    for (int i = from; i < to; i++)
+        produce_of("{\"BookCreated\": {\"event_id\": \"s%d\", \"book_id\": \"sb%d\", "
+                   "\"user_id\": \"s%d\", \"title\": \"S%d\", \"created_at\": 1767225600000}}",
+                   i, 40);
 }
 
 /* An instance restarted under the same static id (TASTESYNC_INSTANCE_ID) is
