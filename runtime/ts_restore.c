@@ -553,8 +553,10 @@ static void ts_restore_work(uv_work_t *req) {
     }
     int64_t low = 0, high = 0;
     r->status = ts_restore_bounds(r, rk, &low, &high);
-    if (r->status == TS_OK && r->local_end > 0 && high == r->local_end) {
-        /* Nobody appended since this instance's last acknowledged batch. */
+    if (r->status == TS_OK && r->local_end >= 0 && high == r->local_end) {
+        /* Nobody appended since this instance's last acknowledged batch (an
+         * end of 0 included: a task whose changelog was empty keeps the
+         * batch it decided, and re-sends it, instead of deciding it again). */
         r->stats.current = 1;
     } else if (r->status == TS_OK) {
         r->status = ts_restore_drop_local(r);

@@ -55,8 +55,8 @@ typedef struct ts_restore_spec {
     const char *changelog_topic;
     int32_t partition;
     const char *task_id; /* local keys are tag + task_id + NUL + rest */
-    int64_t local_end;   /* the stored changelog end ('E'); 0 or less: none (an
-                          * empty changelog is "restored": nothing to read) */
+    int64_t local_end;   /* the stored changelog end ('E'), -1: none (0 is an
+                          * empty changelog's end, so a spec must say -1) */
     ts_state *state;
 } ts_restore_spec;
 
