@@ -8,7 +8,8 @@
 typedef struct ts_redis_uv {
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
     uv_poll_t handle;
-    int events;
+    int events; /* what hiredis wants */
+    int polled; /* what the handle was last started with */
 } ts_redis_uv;
 
 static void ts_redis_uv_on_poll(uv_poll_t *handle, int status, int events) {
@@ -23,11 +24,18 @@ static void ts_redis_uv_on_poll(uv_poll_t *handle, int status, int events) {
         redisAsyncHandleWrite(p->ac);
 }
 
+/* hiredis asks for writes with every command it queues and for reads after
+ * every write: the handle is restarted only when the set of events changes
+ * (or libuv stopped it on an error), since each uv_poll_start removes the
+ * descriptor from epoll and the next loop turn adds it back, two system
+ * calls per Redis command otherwise. */
 static void ts_redis_uv_update(ts_redis_uv *p) {
-    if (p->events)
+    int active = uv_is_active((uv_handle_t *)&p->handle);
+    if (p->events && (!active || p->polled != p->events))
         uv_poll_start(&p->handle, p->events, ts_redis_uv_on_poll);
-    else
+    else if (!p->events && active)
         uv_poll_stop(&p->handle);
+    p->polled = p->events;
 }
 
 static void ts_redis_uv_add_read(void *arg) {
