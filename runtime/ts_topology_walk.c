@@ -304,14 +304,24 @@ static ts_err ts_topo_set_settings(ts_topo_loader *ld, const ts_topo_key *row, v
     return TS_OK;
 }
 
+/* The length of sequence `node`, the value of `row`'s key; fails on any
+ * other kind of node. */
+static ts_err ts_topo_sequence_len(ts_topo_loader *ld, const ts_topo_key *row, yaml_node_t *node,
+                                   size_t *n) {
+    if (node->type != YAML_SEQUENCE_NODE)
+        return ts_topo_fail(ld, ts_topo_line(node), "'%s' must be a sequence, got %s", row->key,
+                            ts_topo_kind(node));
+    *n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    return TS_OK;
+}
+
 static ts_err ts_topo_set_names(ts_topo_loader *ld, const ts_topo_key *row, void *base,
                                 yaml_node_t *node) {
     char ***field = (char ***)((char *)base + row->offset);
     size_t *count = (size_t *)((char *)base + row->count_offset);
-    if (node->type != YAML_SEQUENCE_NODE)
-        return ts_topo_fail(ld, ts_topo_line(node), "'%s' must be a sequence, got %s", row->key,
-                            ts_topo_kind(node));
-    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    size_t n = 0;
+    if (ts_topo_sequence_len(ld, row, node, &n) != TS_OK)
+        return ld->rc;
     if (n == 0)
         return TS_OK;
     *field = calloc(n, sizeof(char *));
@@ -345,10 +355,9 @@ static ts_err ts_topo_set_list(ts_topo_loader *ld, const ts_topo_key *row, void 
     size_t *count = (size_t *)((char *)base + row->count_offset);
     if (ts_topo_is_null(node))
         return TS_OK;
-    if (node->type != YAML_SEQUENCE_NODE)
-        return ts_topo_fail(ld, ts_topo_line(node), "'%s' must be a sequence, got %s", row->key,
-                            ts_topo_kind(node));
-    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    size_t n = 0;
+    if (ts_topo_sequence_len(ld, row, node, &n) != TS_OK)
+        return ld->rc;
     if (n == 0)
         return TS_OK;
     char *items = calloc(n, row->item_size);
