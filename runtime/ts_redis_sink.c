@@ -18,12 +18,14 @@
  * freed only in the close callbacks of the sink's own timers, by which point
  * the context is gone (hiredis frees it at once, or when the callback that
  * asked for it returns).
+ *
+ * This file is the connection (connect, setup, disconnect, backoff, the stall
+ * check) and the sink table (write, healthy, close, create); a job's
+ * MULTI/EXEC, built and sent, and its EXEC reply are in ts_redis_job.c, the
+ * lost-view watch in ts_redis_watch.c (ts_redis_sink_int.h).
  */
-#include "ts_redis_sink.h"
-#include "ts_redis_url.h"
-#include "ts_redis_uv.h"
+#include "ts_redis_sink_int.h"
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -32,78 +34,12 @@
 #include <string.h>
 
 #include "ts_log.h"
+#include "ts_redis_uv.h"
 
-#define TS_REDIS_BACKOFF_MIN_MS 100
-#define TS_REDIS_BACKOFF_MAX_MS 5000
 /* A connection whose replies stop coming (a silently dead peer: a network
  * partition, a frozen server, or a socket the loop no longer hears from) is
  * dropped after this long and the jobs are sent again on a new one. */
 #define TS_REDIS_REPLY_TIMEOUT_MS 10000
-
-typedef enum ts_redis_state {
-    TS_REDIS_DOWN,       /* no context; the retry timer will connect */
-    TS_REDIS_CONNECTING, /* context exists, setup commands in flight */
-    TS_REDIS_READY,
-} ts_redis_state;
-
-typedef enum ts_redis_job_state {
-    TS_REDIS_JOB_QUEUED,
-    TS_REDIS_JOB_SENT,
-    TS_REDIS_JOB_WAITING,
-} ts_redis_job_state;
-
-typedef struct ts_redis_sink ts_redis_sink;
-
-typedef struct ts_redis_job {
-    struct ts_redis_job *next;
-    ts_redis_sink *sink;
-    ts_flush flush; /* copy of the caller's; effects borrowed until done */
-    char *task_id;  /* owned copy, flush.task_id points here */
-    ts_sink_done_cb done;
-    void *arg;
-    ts_redis_job_state state;
-    int finished;  /* done has run (success, or STOPPED at close) */
-    int failures;  /* consecutive failed attempts, to log an error only once */
-    int immediate; /* no view effects: completes from the kick timer */
-} ts_redis_job;
-
-struct ts_redis_sink {
-    uv_loop_t *loop;
-    char comp[160]; /* log component: "redis-sink <where>" (no password) */
-    ts_redis_url url; /* connection settings */
-
-    redisAsyncContext *ac;
-    ts_redis_state state;
-    int setup_pending; /* replies still expected before READY */
-    int setup_failed;
-    int down_logged; /* the current outage was logged */
-
-    ts_redis_job *head, *tail; /* FIFO of unfinished jobs */
-    uv_timer_t retry_timer;    /* reconnect and resend after backoff */
-    uv_timer_t kick_timer;     /* completes jobs without view effects */
-    uv_timer_t stall_timer;    /* every second: drops a connection that stopped replying */
-    uint64_t progress_ms;      /* uv_now of the last reply, connect, or idle check */
-    int backoff_ms;
-    uint64_t errors; /* failed attempts (each backed off), for metrics */
-
-    /* Lost-view watch (ts_redis_sink_watch). */
-    char *marker;
-    void (*present)(void *arg, const char *const *fields, size_t n);
-    void *present_arg;
-    uv_timer_t watch_timer;
-    int watch_inflight; /* an HKEYS of the marker awaits its reply */
-    char **marks;       /* fields to HSET once connected */
-    size_t n_marks;
-    unsigned mark_gen;  /* bumped when marks are sent */
-    unsigned watch_gen; /* mark_gen when the HKEYS in flight was sent */
-
-    int closing;
-    int closes_pending;
-    void (*closed)(void *arg);
-    void *closed_arg;
-};
-
-static void ts_redis_watch_check(ts_redis_sink *rs);
 
 static void ts_redis_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -115,119 +51,6 @@ static void ts_redis_errf(char *err, size_t errlen, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-/* ---- jobs ----------------------------------------------------------------- */
-
-static void ts_redis_job_unlink(ts_redis_sink *rs, ts_redis_job *job) {
-    ts_redis_job **pp = &rs->head, *prev = NULL;
-    while (*pp && *pp != job) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (!*pp)
-        return;
-    *pp = job->next;
-    if (rs->tail == job)
-        rs->tail = prev;
-    job->next = NULL;
-}
-
-static void ts_redis_job_free(ts_redis_job *job) {
-    if (!job)
-        return;
-    free(job->task_id);
-    free(job);
-}
-
-/* Completes a job: out of the list, `done` called, freed. The job is no longer
- * referenced by hiredis (its EXEC reply has arrived, or it was never sent). */
-static void ts_redis_job_finish(ts_redis_sink *rs, ts_redis_job *job, ts_err status) {
-    ts_redis_job_unlink(rs, job);
-    job->finished = 1;
-    job->done(job->arg, status);
-    ts_redis_job_free(job);
-}
-
-static int ts_redis_is_view(ts_effect_kind kind) {
-    return kind == TS_EFF_VIEW_SET || kind == TS_EFF_VIEW_DEL || kind == TS_EFF_ZADD ||
-           kind == TS_EFF_ZREM || kind == TS_EFF_ZREM_BELOW;
-}
-
-static void ts_redis_exec_cb(redisAsyncContext *ac, void *reply, void *privdata);
-
-/* Queues one job's MULTI, commands and EXEC on the context (hiredis buffers
- * them and writes when the socket is writable). */
-static int ts_redis_job_send(ts_redis_sink *rs, ts_redis_job *job) {
-    redisAsyncContext *ac = rs->ac;
-    if (redisAsyncCommand(ac, NULL, NULL, "MULTI") != REDIS_OK)
-        return -1;
-    const ts_effects *effs = job->flush.effects;
-    size_t n = ts_effects_count(effs);
-    for (size_t i = 0; i < n; i++) {
-        const ts_effect *e = ts_effects_at(effs, i);
-        if (e->dead || !ts_redis_is_view(e->kind))
-            continue;
-        const char *argv[4];
-        size_t argvlen[4];
-        char num[48];
-        int argc = 0;
-        switch (e->kind) {
-        case TS_EFF_VIEW_SET:
-            argv[argc] = "SET", argvlen[argc++] = 3;
-            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
-            argv[argc] = e->b.data, argvlen[argc++] = e->b.len;
-            break;
-        case TS_EFF_VIEW_DEL:
-            argv[argc] = "DEL", argvlen[argc++] = 3;
-            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
-            break;
-        case TS_EFF_ZADD:
-            snprintf(num, sizeof num, "%.17g", e->num);
-            argv[argc] = "ZADD", argvlen[argc++] = 4;
-            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
-            argv[argc] = num, argvlen[argc++] = strlen(num);
-            argv[argc] = e->b.data, argvlen[argc++] = e->b.len;
-            break;
-        case TS_EFF_ZREM:
-            argv[argc] = "ZREM", argvlen[argc++] = 4;
-            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
-            argv[argc] = e->b.data, argvlen[argc++] = e->b.len;
-            break;
-        case TS_EFF_ZREM_BELOW:
-            /* "(" makes the bound exclusive: members with score < num go. */
-            snprintf(num, sizeof num, "(%.17g", e->num);
-            argv[argc] = "ZREMRANGEBYSCORE", argvlen[argc++] = 16;
-            argv[argc] = e->a.data, argvlen[argc++] = e->a.len;
-            argv[argc] = "-inf", argvlen[argc++] = 4;
-            argv[argc] = num, argvlen[argc++] = strlen(num);
-            break;
-        default:
-            break;
-        }
-        if (redisAsyncCommandArgv(ac, NULL, NULL, argc, argv, argvlen) != REDIS_OK)
-            return -1;
-    }
-    if (redisAsyncCommand(ac, ts_redis_exec_cb, job, "EXEC") != REDIS_OK)
-        return -1;
-    job->state = TS_REDIS_JOB_SENT;
-    return 0;
-}
-
-/* Sends every queued job when the connection is ready. */
-static void ts_redis_send_queued(ts_redis_sink *rs) {
-    if (rs->state != TS_REDIS_READY || !rs->ac)
-        return;
-    for (ts_redis_job *job = rs->head; job; job = job->next) {
-        if (job->state != TS_REDIS_JOB_QUEUED || job->immediate)
-            continue;
-        if (ts_redis_job_send(rs, job) != 0) {
-            /* Only fails when the context is going away; the disconnect
-             * callback requeues and reconnects. */
-            ts_log_warn(rs->comp, "sending failed: %s", rs->ac->errstr);
-            return;
-        }
-    }
 }
 
 /* ---- connection ----------------------------------------------------------- */
@@ -246,11 +69,11 @@ static void ts_redis_retry_cb(uv_timer_t *timer) {
     for (ts_redis_job *job = rs->head; job; job = job->next)
         if (job->state == TS_REDIS_JOB_WAITING)
             job->state = TS_REDIS_JOB_QUEUED;
-    ts_redis_send_queued(rs);
+    ts_redis__send_queued(rs);
 }
 
 /* Arms the retry timer with the current backoff and doubles it. */
-static void ts_redis_backoff(ts_redis_sink *rs) {
+void ts_redis__backoff(ts_redis_sink *rs) {
     rs->errors++;
     if (rs->closing || uv_is_active((uv_handle_t *)&rs->retry_timer))
         return;
@@ -266,50 +89,6 @@ static void ts_redis_outage(ts_redis_sink *rs, const char *what, const char *det
     else
         ts_log_debug(rs->comp, "%s: %s", what, detail);
     rs->down_logged = 1;
-}
-
-static void ts_redis_exec_cb(redisAsyncContext *ac, void *reply_, void *privdata) {
-    (void)ac;
-    ts_redis_job *job = privdata;
-    ts_redis_sink *rs = job->sink;
-    redisReply *reply = reply_;
-    if (reply)
-        rs->progress_ms = uv_now(rs->loop);
-    if (job->finished || rs->closing)
-        return;
-    if (!reply) {
-        /* The connection is going away; the disconnect callback reconnects. */
-        job->state = TS_REDIS_JOB_QUEUED;
-        return;
-    }
-    const char *why = NULL;
-    char buf[256];
-    if (reply->type == REDIS_REPLY_ERROR) {
-        why = reply->str;
-    } else if (reply->type == REDIS_REPLY_NIL) {
-        why = "transaction aborted";
-    } else if (reply->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i < reply->elements; i++)
-            if (reply->element[i]->type == REDIS_REPLY_ERROR) {
-                snprintf(buf, sizeof buf, "command %zu of the flush: %s", i + 1,
-                         reply->element[i]->str);
-                why = buf;
-                break;
-            }
-    }
-    if (!why) {
-        rs->backoff_ms = TS_REDIS_BACKOFF_MIN_MS;
-        ts_redis_job_finish(rs, job, TS_OK);
-        return;
-    }
-    /* A command Redis refuses (wrong type, out of memory) is not dropped: an
-     * operator has to fix it, and the flush is resent until it lands. */
-    if (job->failures++ == 0)
-        ts_log_error(rs->comp, "write of task %s offsets [%lld,%lld) failed: %s; retrying",
-                     job->flush.task_id, (long long)job->flush.first_offset,
-                     (long long)job->flush.next_offset, why);
-    job->state = TS_REDIS_JOB_WAITING;
-    ts_redis_backoff(rs);
 }
 
 static void ts_redis_setup_cb(redisAsyncContext *ac, void *reply_, void *privdata) {
@@ -333,9 +112,9 @@ static void ts_redis_setup_cb(redisAsyncContext *ac, void *reply_, void *privdat
     rs->state = TS_REDIS_READY;
     rs->down_logged = 0;
     rs->backoff_ms = TS_REDIS_BACKOFF_MIN_MS;
-    ts_redis_send_queued(rs);
+    ts_redis__send_queued(rs);
     /* A server that restarted without persistence lost every view: look now. */
-    ts_redis_watch_check(rs);
+    ts_redis__watch_check(rs);
 }
 
 static void ts_redis_connect_cb(const redisAsyncContext *ac, int status) {
@@ -347,7 +126,7 @@ static void ts_redis_connect_cb(const redisAsyncContext *ac, int status) {
         ts_redis_outage(rs, "connect failed", ac->errstr);
         rs->ac = NULL;
         rs->state = TS_REDIS_DOWN;
-        ts_redis_backoff(rs);
+        ts_redis__backoff(rs);
         return;
     }
     redisAsyncContext *c = rs->ac;
@@ -384,7 +163,7 @@ static void ts_redis_disconnect_cb(const redisAsyncContext *ac, int status) {
      * jobs waiting for a retry go with the next connection as well. */
     for (ts_redis_job *job = rs->head; job; job = job->next)
         job->state = TS_REDIS_JOB_QUEUED;
-    ts_redis_backoff(rs);
+    ts_redis__backoff(rs);
 }
 
 static void ts_redis_connect(ts_redis_sink *rs) {
@@ -394,14 +173,14 @@ static void ts_redis_connect(ts_redis_sink *rs) {
         ts_redis_outage(rs, "connect failed", ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        ts_redis_backoff(rs);
+        ts_redis__backoff(rs);
         return;
     }
     ac->data = rs;
     if (ts_redis_uv_attach(ac, rs->loop) != REDIS_OK) {
         ts_redis_outage(rs, "connect failed", "cannot attach to the loop");
         redisAsyncFree(ac);
-        ts_redis_backoff(rs);
+        ts_redis__backoff(rs);
         return;
     }
     redisAsyncSetConnectCallback(ac, ts_redis_connect_cb);
@@ -436,96 +215,8 @@ static void ts_redis_stall_tick(uv_timer_t *timer) {
     if (!connected) {
         rs->ac = NULL;
         rs->state = TS_REDIS_DOWN;
-        ts_redis_backoff(rs);
+        ts_redis__backoff(rs);
     }
-}
-
-/* ---- lost-view watch ------------------------------------------------------
- * A hash (the marker) holds one field per task whose views are complete in
- * this Redis. A restart without persistence or a FLUSHALL removes it with the
- * views, and `tastesync views rebuild` deletes it; every second (and at each
- * connect) the sink reads its fields and reports them, so each task can see
- * whether its views must be written again. */
-
-static void ts_redis_watch_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
-    ts_redis_sink *rs = privdata;
-    redisReply *reply = reply_;
-    if (rs->closing)
-        return;
-    rs->watch_inflight = 0;
-    if (reply)
-        rs->progress_ms = uv_now(rs->loop);
-    /* A reply that may predate a mark sent since would report that task's
-     * views as missing: skip it, the next tick looks again. */
-    if (!reply || rs->ac != ac || reply->type != REDIS_REPLY_ARRAY ||
-        rs->watch_gen != rs->mark_gen)
-        return;
-    const char **fields = calloc(reply->elements + 1, sizeof(*fields));
-    if (!fields)
-        return;
-    size_t n = 0;
-    for (size_t i = 0; i < reply->elements; i++)
-        if (reply->element[i]->type == REDIS_REPLY_STRING)
-            fields[n++] = reply->element[i]->str;
-    rs->present(rs->present_arg, fields, n);
-    free(fields);
-}
-
-static void ts_redis_mark_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
-    (void)ac;
-    (void)reply_;
-    (void)privdata; /* a lost HSET only means one more rebuild later */
-}
-
-static void ts_redis_watch_check(ts_redis_sink *rs) {
-    if (!rs->marker || rs->state != TS_REDIS_READY || rs->closing)
-        return;
-    for (size_t i = 0; i < rs->n_marks; i++) {
-        redisAsyncCommand(rs->ac, ts_redis_mark_reply, rs, "HSET %s %s 1", rs->marker,
-                          rs->marks[i]);
-        free(rs->marks[i]);
-    }
-    if (rs->n_marks) {
-        rs->n_marks = 0;
-        rs->mark_gen++;
-    }
-    if (!rs->watch_inflight) {
-        rs->watch_gen = rs->mark_gen;
-        rs->watch_inflight = redisAsyncCommand(rs->ac, ts_redis_watch_reply, rs, "HKEYS %s",
-                                               rs->marker) == REDIS_OK;
-    }
-}
-
-static void ts_redis_watch_tick(uv_timer_t *timer) { ts_redis_watch_check(timer->data); }
-
-void ts_redis_sink_watch(ts_sink *sink, const char *marker,
-                         void (*present)(void *arg, const char *const *fields, size_t n),
-                         void *arg) {
-    ts_redis_sink *rs = sink->impl;
-    free(rs->marker);
-    rs->marker = strdup(marker);
-    rs->present = present;
-    rs->present_arg = arg;
-    uv_timer_start(&rs->watch_timer, ts_redis_watch_tick, 1000, 1000);
-    ts_redis_watch_check(rs);
-}
-
-void ts_redis_sink_publish(ts_sink *sink, const char *key, const char *value, int ttl_s) {
-    ts_redis_sink *rs = sink->impl;
-    if (rs->state != TS_REDIS_READY || rs->closing)
-        return;
-    redisAsyncCommand(rs->ac, ts_redis_mark_reply, rs, "SET %s %s EX %d", key, value, ttl_s);
-}
-
-void ts_redis_sink_mark(ts_sink *sink, const char *field) {
-    ts_redis_sink *rs = sink->impl;
-    char **marks = realloc(rs->marks, (rs->n_marks + 1) * sizeof(*marks));
-    if (!marks)
-        return;
-    rs->marks = marks;
-    if ((rs->marks[rs->n_marks] = strdup(field)))
-        rs->n_marks++;
-    ts_redis_watch_check(rs);
 }
 
 /* ---- the sink table ------------------------------------------------------- */
@@ -536,7 +227,7 @@ static void ts_redis_kick_cb(uv_timer_t *timer) {
     while (job && !rs->closing) {
         ts_redis_job *next = job->next;
         if (job->immediate)
-            ts_redis_job_finish(rs, job, TS_OK);
+            ts_redis__job_finish(rs, job, TS_OK);
         job = next;
     }
 }
@@ -551,7 +242,7 @@ static ts_err ts_redis_sink_write(void *sink, const ts_flush *flush, ts_sink_don
     size_t n = ts_effects_count(flush->effects), views = 0;
     for (size_t i = 0; i < n; i++) {
         const ts_effect *e = ts_effects_at(flush->effects, i);
-        if (e->dead || !ts_redis_is_view(e->kind))
+        if (e->dead || !ts_redis__is_view(e->kind))
             continue;
         int needs_b =
             e->kind == TS_EFF_VIEW_SET || e->kind == TS_EFF_ZADD || e->kind == TS_EFF_ZREM;
@@ -584,7 +275,7 @@ static ts_err ts_redis_sink_write(void *sink, const ts_flush *flush, ts_sink_don
     rs->tail = job;
     if (job->immediate)
         uv_timer_start(&rs->kick_timer, ts_redis_kick_cb, 0, 0);
-    else if (rs->state == TS_REDIS_READY && ts_redis_job_send(rs, job) != 0)
+    else if (rs->state == TS_REDIS_READY && ts_redis__job_send(rs, job) != 0)
         ts_log_warn(rs->comp, "sending failed: %s", rs->ac ? rs->ac->errstr : "no connection");
     return TS_OK;
 }
@@ -598,7 +289,7 @@ static void ts_redis_sink_free(ts_redis_sink *rs) {
     ts_redis_job *job = rs->head;
     while (job) {
         ts_redis_job *next = job->next;
-        ts_redis_job_free(job);
+        ts_redis__job_free(job);
         job = next;
     }
     ts_redis_url_free(&rs->url);
