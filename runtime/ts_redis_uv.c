@@ -8,8 +8,7 @@
 typedef struct ts_redis_uv {
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
     uv_poll_t handle;
-    int events; /* what hiredis wants */
-    int polled; /* what the handle was last started with */
+    int events; /* what hiredis wants, and the handle polls for */
 } ts_redis_uv;
 
 static void ts_redis_uv_on_poll(uv_poll_t *handle, int status, int events) {
@@ -24,42 +23,40 @@ static void ts_redis_uv_on_poll(uv_poll_t *handle, int status, int events) {
         redisAsyncHandleWrite(p->ac);
 }
 
-/* hiredis asks for writes with every command it queues and for reads after
- * every write: the handle is restarted only when the set of events changes
- * (or libuv stopped it on an error), since each uv_poll_start removes the
- * descriptor from epoll and the next loop turn adds it back, two system
- * calls per Redis command otherwise. */
-static void ts_redis_uv_update(ts_redis_uv *p) {
+/* Polls for `events` from now on. hiredis asks for writes with every command
+ * it queues and for reads after every write: the handle is restarted only
+ * when the set of events changes (or libuv stopped it on an error), since
+ * each uv_poll_start removes the descriptor from epoll and the next loop turn
+ * adds it back, two system calls per Redis command otherwise. */
+static void ts_redis_uv_set(ts_redis_uv *p, int events) {
     int active = uv_is_active((uv_handle_t *)&p->handle);
-    if (p->events && (!active || p->polled != p->events))
-        uv_poll_start(&p->handle, p->events, ts_redis_uv_on_poll);
-    else if (!p->events && active)
+    if (events == p->events && active == (events != 0))
+        return;
+    p->events = events;
+    if (events)
+        uv_poll_start(&p->handle, events, ts_redis_uv_on_poll);
+    else
         uv_poll_stop(&p->handle);
-    p->polled = p->events;
 }
 
 static void ts_redis_uv_add_read(void *arg) {
     ts_redis_uv *p = arg;
-    p->events |= UV_READABLE;
-    ts_redis_uv_update(p);
+    ts_redis_uv_set(p, p->events | UV_READABLE);
 }
 
 static void ts_redis_uv_del_read(void *arg) {
     ts_redis_uv *p = arg;
-    p->events &= ~UV_READABLE;
-    ts_redis_uv_update(p);
+    ts_redis_uv_set(p, p->events & ~UV_READABLE);
 }
 
 static void ts_redis_uv_add_write(void *arg) {
     ts_redis_uv *p = arg;
-    p->events |= UV_WRITABLE;
-    ts_redis_uv_update(p);
+    ts_redis_uv_set(p, p->events | UV_WRITABLE);
 }
 
 static void ts_redis_uv_del_write(void *arg) {
     ts_redis_uv *p = arg;
-    p->events &= ~UV_WRITABLE;
-    ts_redis_uv_update(p);
+    ts_redis_uv_set(p, p->events & ~UV_WRITABLE);
 }
 
 static void ts_redis_uv_closed(uv_handle_t *handle) { free(handle->data); }
