@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "ts_buf.h"
 #include "ts_log.h"
@@ -86,22 +87,8 @@ static void ts_pg_job_reset_attempt(ts_pg_job *job) {
     job->errmsg = NULL;
 }
 
-static void ts_pg_job_unlink(ts_pg_sink *ps, ts_pg_job *job) {
-    ts_pg_job **pp = &ps->head, *prev = NULL;
-    while (*pp && *pp != job) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (!*pp)
-        return;
-    *pp = job->next;
-    if (ps->tail == job)
-        ps->tail = prev;
-    job->next = NULL;
-}
-
 void ts_pg__job_finish(ts_pg_sink *ps, ts_pg_job *job, ts_err status) {
-    ts_pg_job_unlink(ps, job);
+    DL_DELETE(ps->head, job);
     job->finished = 1;
     job->done(job->arg, status);
     ts_pg__job_free(job);

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "ts_log.h"
 
@@ -361,11 +362,7 @@ static ts_err ts_pg_sink_write(void *sink, const ts_flush *flush, ts_sink_done_c
     job->err_stmt = -1;
     job->state = TS_PG_JOB_QUEUED;
     job->immediate = rows == 0;
-    if (ps->tail)
-        ps->tail->next = job;
-    else
-        ps->head = job;
-    ps->tail = job;
+    DL_APPEND(ps->head, job);
     if (job->immediate) {
         uv_timer_start(&ps->kick_timer, ts_pg_kick_cb, 0, 0);
     } else if (ps->state == TS_PG_READY) {
@@ -406,7 +403,7 @@ static void ts_pg_close_now(ts_pg_sink *ps) {
         ts_pg__job_free(job);
         job = next;
     }
-    ps->head = ps->tail = NULL;
+    ps->head = NULL;
     ps->closes_pending = 2;
     if (ps->poll) {
         /* The socket's handle counts too, so `closed` means every handle is

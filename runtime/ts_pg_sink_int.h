@@ -44,7 +44,7 @@ typedef struct ts_pg_prepared {
 } ts_pg_prepared;
 
 typedef struct ts_pg_job {
-    struct ts_pg_job *next;          /* all unfinished jobs, FIFO */
+    struct ts_pg_job *prev, *next;   /* all unfinished jobs, FIFO (utlist DL) */
     struct ts_pg_job *next_inflight; /* jobs on the wire, in sending order */
     ts_flush flush;                  /* copy; effects borrowed until done */
     char *task_id;                   /* owned; flush.task_id points here */
@@ -86,7 +86,7 @@ struct ts_pg_sink {
     ts_pg_poll *poll;
     int down_logged;
 
-    ts_pg_job *head, *tail;
+    ts_pg_job *head; /* unfinished jobs (utlist DL: head->prev is the last) */
     ts_pg_job *inflight_head, *inflight_tail;
     ts_pg_plan_scratch plan_scratch; /* its `cols` also unpack rows to check or list them */
     ts_pg_prepared *prepared;

@@ -14,24 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "ts_log.h"
 
 /* ---- jobs ----------------------------------------------------------------- */
-
-static void ts_redis_job_unlink(ts_redis_sink *rs, ts_redis_job *job) {
-    ts_redis_job **pp = &rs->head, *prev = NULL;
-    while (*pp && *pp != job) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (!*pp)
-        return;
-    *pp = job->next;
-    if (rs->tail == job)
-        rs->tail = prev;
-    job->next = NULL;
-}
 
 void ts_redis__job_free(ts_redis_job *job) {
     if (!job)
@@ -43,7 +30,7 @@ void ts_redis__job_free(ts_redis_job *job) {
 /* Completes a job: out of the list, `done` called, freed. The job is no longer
  * referenced by hiredis (its EXEC reply has arrived, or it was never sent). */
 void ts_redis__job_finish(ts_redis_sink *rs, ts_redis_job *job, ts_err status) {
-    ts_redis_job_unlink(rs, job);
+    DL_DELETE(rs->head, job);
     job->finished = 1;
     job->done(job->arg, status);
     ts_redis__job_free(job);

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "ts_log.h"
 #include "ts_redis_uv.h"
@@ -268,11 +269,7 @@ static ts_err ts_redis_sink_write(void *sink, const ts_flush *flush, ts_sink_don
     job->arg = arg;
     job->state = TS_REDIS_JOB_QUEUED;
     job->immediate = views == 0;
-    if (rs->tail)
-        rs->tail->next = job;
-    else
-        rs->head = job;
-    rs->tail = job;
+    DL_APPEND(rs->head, job);
     if (job->immediate)
         uv_timer_start(&rs->kick_timer, ts_redis_kick_cb, 0, 0);
     else if (rs->state == TS_REDIS_READY && ts_redis__job_send(rs, job) != 0)

@@ -39,7 +39,7 @@ typedef enum ts_redis_job_state {
 typedef struct ts_redis_sink ts_redis_sink;
 
 typedef struct ts_redis_job {
-    struct ts_redis_job *next;
+    struct ts_redis_job *prev, *next; /* the sink's unfinished jobs (utlist DL) */
     ts_redis_sink *sink;
     ts_flush flush; /* copy of the caller's; effects borrowed until done */
     char *task_id;  /* owned copy, flush.task_id points here */
@@ -62,7 +62,7 @@ struct ts_redis_sink {
     int setup_failed;
     int down_logged; /* the current outage was logged */
 
-    ts_redis_job *head, *tail; /* FIFO of unfinished jobs */
+    ts_redis_job *head;        /* FIFO of unfinished jobs (utlist DL: head->prev is the last) */
     uv_timer_t retry_timer;    /* reconnect and resend after backoff */
     uv_timer_t kick_timer;     /* completes jobs without view effects */
     uv_timer_t stall_timer;    /* every second: drops a connection that stopped replying */
