@@ -42,6 +42,23 @@ void ts_buf_field(ts_buf *buf, const ts_bytes *b) {
         ts_buf_put(buf, b->data, b->len);
 }
 
+void ts_buf_varint(ts_buf *buf, uint64_t v) {
+    uint8_t bytes[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        bytes[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    bytes[n++] = (uint8_t)v;
+    ts_buf_put(buf, bytes, n);
+}
+
+void ts_buf_vfield(ts_buf *buf, const ts_bytes *b) {
+    ts_buf_varint(buf, b->data ? (uint64_t)b->len + 1 : 0);
+    if (b->data)
+        ts_buf_put(buf, b->data, b->len);
+}
+
 void ts_buf_reset(ts_buf *buf) {
     buf->len = 0;
     buf->failed = 0;
@@ -72,6 +89,36 @@ int ts_reader_field(ts_reader *r, ts_bytes *b) {
         return -1;
     *b = (ts_bytes){(char *)r->p, len};
     r->p += len;
+    return 0;
+}
+
+int ts_reader_varint(ts_reader *r, uint64_t *v) {
+    uint64_t value = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (r->p == r->end)
+            return -1;
+        uint8_t byte = (uint8_t)*r->p++;
+        value |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *v = value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int ts_reader_vfield(ts_reader *r, ts_bytes *b) {
+    uint64_t n;
+    if (ts_reader_varint(r, &n))
+        return -1;
+    if (n == 0) {
+        *b = (ts_bytes){NULL, 0};
+        return 0;
+    }
+    if ((uint64_t)(r->end - r->p) < n - 1)
+        return -1;
+    *b = (ts_bytes){(char *)r->p, (size_t)(n - 1)};
+    r->p += n - 1;
     return 0;
 }
 

@@ -4,6 +4,8 @@
  * records) are built by appending to a ts_buf and read back with a
  * ts_reader. A field is a u32 length in host order (0xFFFFFFFF = absent)
  * followed by the bytes: these blobs never leave the machine that wrote them.
+ * A compact field has a varint length instead, for blobs of many small
+ * strings.
  *
  * A ts_buf is embedded in its owner (init by zeroing, close with
  * ts_buf_close). An allocation failure sets `failed` and makes every later
@@ -38,6 +40,12 @@ int ts_buf_grow(ts_buf *buf, size_t n);
 void ts_buf_put(ts_buf *buf, const void *p, size_t n);
 /** Appends a field: u32 length (0xFFFFFFFF when `b->data` is NULL), bytes. */
 void ts_buf_field(ts_buf *buf, const ts_bytes *b);
+/** Appends an unsigned LEB128 varint: 7 bits a byte, low bits first (one
+ * byte below 128, at most four below 2^28). */
+void ts_buf_varint(ts_buf *buf, uint64_t v);
+/** Appends a compact field: varint of the length + 1 (0 when `b->data` is
+ * NULL), bytes. No longer than a field for any length below 2^28 - 1. */
+void ts_buf_vfield(ts_buf *buf, const ts_bytes *b);
 /** Empties the buffer (and clears `failed`), keeping its memory. */
 void ts_buf_reset(ts_buf *buf);
 /** Frees the memory; the buffer is empty and usable again. */
@@ -72,6 +80,11 @@ int ts_reader_take(ts_reader *r, void *dst, size_t n);
 /** The next field, borrowed (data NULL when absent). @returns 0, or -1 if
  * it is truncated. */
 int ts_reader_field(ts_reader *r, ts_bytes *b);
+/** The next varint (ts_buf_varint). @returns 0, or -1 if truncated or over
+ * 64 bits. */
+int ts_reader_varint(ts_reader *r, uint64_t *v);
+/** The next compact field (ts_buf_vfield), borrowed. @returns 0, or -1. */
+int ts_reader_vfield(ts_reader *r, ts_bytes *b);
 /** Bytes not read yet. */
 size_t ts_reader_left(const ts_reader *r);
 

@@ -201,8 +201,9 @@ static size_t ts_effects_target_key(ts_effects *effs, const ts_effect *eff, char
     return at;
 }
 
-/* What ts_effects_encode_to writes for `e`: kind, number, four length
- * prefixes and the bytes (without a view set's value when by key). */
+/* What the first blob layout ("TSE1", ts_effects_blob.c) writes for `e`:
+ * kind, number, four length prefixes and the bytes (without a view set's
+ * value when by key). It bounds what the current layout writes. */
 #define TS_EFFECTS_ENCODED_HEAD (1 + sizeof(double) + 4 * sizeof(uint32_t))
 
 static size_t ts_effects_keyed_size(const ts_effect *e) {
@@ -301,52 +302,6 @@ size_t ts_effects_live(const ts_effects *effs, ts_effect_kind kind) {
             n++;
     }
     return n;
-}
-
-/* ---- serialization ---------------------------------------------------------
- * Blob: "TSE1", then per live effect: u8 kind, f64 num (host order: the blob
- * never leaves the machine that wrote it), and four ts_buf fields. */
-
-#define TS_EFFECTS_MAGIC "TSE1"
-
-ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out, int flags) {
-    ts_buf_put(out, TS_EFFECTS_MAGIC, 4);
-    static const ts_bytes absent = {NULL, 0};
-    for (size_t i = 0; i < effs->count; i++) {
-        const ts_effect *e = &effs->slots[i].eff;
-        if (e->dead)
-            continue;
-        uint8_t kind = (uint8_t)e->kind;
-        int by_key = (flags & TS_EFFECTS_VIEWS_BY_KEY) && e->kind == TS_EFF_VIEW_SET;
-        ts_buf_put(out, &kind, 1);
-        ts_buf_put(out, &e->num, sizeof(e->num));
-        ts_buf_field(out, &e->a);
-        ts_buf_field(out, by_key ? &absent : &e->b);
-        ts_buf_field(out, &e->c);
-        ts_buf_field(out, &e->d);
-    }
-    return out->failed ? TS_E_NOMEM : TS_OK;
-}
-
-ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len) {
-    if (len < 4 || memcmp(blob, TS_EFFECTS_MAGIC, 4) != 0)
-        return TS_E_DECODE;
-    ts_reader r = {blob + 4, blob + len};
-    while (ts_reader_left(&r) > 0) {
-        uint8_t kind;
-        double num;
-        ts_bytes a, b, c, d;
-        if (ts_reader_take(&r, &kind, 1) || ts_reader_take(&r, &num, sizeof(num)) ||
-            ts_reader_field(&r, &a) || ts_reader_field(&r, &b) || ts_reader_field(&r, &c) ||
-            ts_reader_field(&r, &d))
-            return TS_E_DECODE;
-        if (kind < TS_EFF_VIEW_SET || kind > TS_EFF_EMIT)
-            return TS_E_DECODE;
-        ts_err err = ts_effects_add(effs, (ts_effect_kind)kind, &a, &b, &c, &d, num);
-        if (err != TS_OK)
-            return err;
-    }
-    return TS_OK;
 }
 
 /* ---- packed rows and headers ------------------------------------------------- */

@@ -43,12 +43,18 @@
  * is decided again, checking every event (ts_task_fits): the event that makes
  * one goes to the DLQ, the others are applied as before. */
 
+/* Values of 2^28 - 1 bytes and more would make the effects blob longer
+ * than ts_effects_encoded_max counts (ts_effects_blob.c): no record of a
+ * task carries one, whatever message.max.bytes allows (up to 1 GB). */
+#define TS_TASK_MAX_RECORD_BYTES (((size_t)1 << 28) - 2)
+
 /* The largest changelog value (with its key) that fits a message. */
 size_t ts_task__record_room(const ts_task *task) {
     size_t max = task->host->max_message_bytes;
     if (max == 0)
         return SIZE_MAX;
-    return max > TS_TASK_RECORD_OVERHEAD ? max - TS_TASK_RECORD_OVERHEAD : 0;
+    size_t room = max > TS_TASK_RECORD_OVERHEAD ? max - TS_TASK_RECORD_OVERHEAD : 0;
+    return room < TS_TASK_MAX_RECORD_BYTES ? room : TS_TASK_MAX_RECORD_BYTES;
 }
 
 /* Where a batch closes: near TS_TASK_MAX_MARKER_BYTES of marker, or half the

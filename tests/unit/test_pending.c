@@ -166,10 +166,13 @@ Test(pending, the_encoded_size_is_bounded_before_the_blob_is_made) {
     ts_bytes table = ts_bytes_str("orders"), key = ts_bytes_str("o-7"), body = {big, 100};
     cr_assert_eq(ts_effects_add(effs, TS_EFF_VIEW_SET, &view, &value, NULL, NULL, 0), TS_OK);
     cr_assert_eq(ts_effects_add(effs, TS_EFF_EMIT, &table, &key, &body, NULL, 0), TS_OK);
-    /* With no dead effect, the bound is the size. */
-    cr_expect_eq(ts_effects_encoded_max(effs, 0), encoded_len(effs, 0));
-    cr_expect_eq(ts_effects_encoded_max(effs, TS_EFFECTS_VIEWS_BY_KEY),
-                 encoded_len(effs, TS_EFFECTS_VIEWS_BY_KEY));
+    /* With no dead effect, the bound is the size in the first layout (TSE1):
+     * the current one is shorter. */
+    cr_expect_geq(ts_effects_encoded_max(effs, 0), encoded_len(effs, 0));
+    cr_expect_geq(ts_effects_encoded_max(effs, TS_EFFECTS_VIEWS_BY_KEY),
+                  encoded_len(effs, TS_EFFECTS_VIEWS_BY_KEY));
+    cr_expect_lt(ts_effects_encoded_max(effs, 0) - encoded_len(effs, 0), 40,
+                 "the bound is not far above the size either");
     cr_expect_lt(ts_effects_encoded_max(effs, TS_EFFECTS_VIEWS_BY_KEY), 1000,
                  "by key, a view's value is not counted");
 
