@@ -54,9 +54,21 @@ char *ts_task__state_key(ts_task *task, const char *key, size_t klen, size_t *le
     return task->keybuf;
 }
 
+int ts_task__is_seen_key(const char *key, size_t klen) {
+    static const char seen[] = TS_TASK_SEEN_STORE "\x1f";
+    return klen > sizeof(seen) - 1 && memcmp(key, seen, sizeof(seen) - 1) == 0;
+}
+
 static ts_err ts_task_backend_get(void *impl, const char *key, size_t klen, char **val,
                                   size_t *vlen) {
     ts_task *task = impl;
+    /* Most reads that reach the store are of a key never written (the first
+     * event of a new user, book or device): the filter answers those without
+     * a RocksDB lookup, which for a missing key probes every sorted run.
+     * Event ids have their own filter, asked before they are looked up. */
+    if (task->key_filter && !ts_task__is_seen_key(key, klen) &&
+        !ts_bloom_may_contain(task->key_filter, ts_bloom_hash(key, klen)))
+        return TS_E_NOTFOUND;
     size_t len;
     const char *full = ts_task__state_key(task, key, klen, &len);
     if (!full)
@@ -171,6 +183,7 @@ void ts_task_destroy(ts_task *task) {
     free(task->ckeybuf);
     ts_buf_close(&task->seen_group);
     ts_bloom_destroy(task->seen_filter);
+    ts_bloom_destroy(task->key_filter);
     ts_buf_close(&task->undo);
     ts_buf_close(&task->pending);
     free(task->state_prefix);

@@ -256,7 +256,7 @@ void ts_task__decide_records(ts_task *task) {
     task->batch_rc = TS_OK;
     task->batch_first = -1;
     task->batch_failed_at = -1;
-    if (!task->seen_filter && (task->batch_rc = ts_task__load_seen(task)) != TS_OK) {
+    if (!task->seen_filter && (task->batch_rc = ts_task__load_filters(task)) != TS_OK) {
         task->batch_done = 0;
         return;
     }

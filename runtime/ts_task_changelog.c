@@ -79,9 +79,10 @@ static void ts_task_write_state(void *arg, const char *key, size_t klen, const c
     const char *full = ts_task__state_key(task, key, klen, &len);
     if (!full)
         return;
-    static const char seen[] = TS_TASK_SEEN_STORE "\x1f";
-    if (task->spec->changelog_topic && val && vlen == 0 && klen > sizeof(seen) - 1 &&
-        memcmp(key, seen, sizeof(seen) - 1) == 0) {
+    int is_seen = ts_task__is_seen_key(key, klen);
+    if (val && !is_seen && task->key_filter)
+        ts_bloom_add(task->key_filter, ts_bloom_hash(key, klen));
+    if (task->spec->changelog_topic && val && vlen == 0 && is_seen) {
         /* One event id per input record: in the changelog they travel as one
          * group record per batch ("Z"), not one record each. */
         ts_state_batch_put(wb, full, len, "", 0);

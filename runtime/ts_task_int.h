@@ -89,6 +89,8 @@ struct ts_task {
     ts_buf seen_group;        /* the batch's event ids for the changelog, NUL-separated */
     ts_bloom *seen_filter;    /* every event id in the "_seen" store (and maybe others);
                                * NULL until the first batch loads it */
+    ts_bloom *key_filter;     /* every key of the task's other stores (and maybe
+                               * others), loaded with seen_filter */
     size_t seen_filter_bytes; /* its size after the last decided batch, for the loop */
     size_t batch_id_bytes;    /* what the batch's event ids add to its group record */
     ts_buf pending;           /* the pending record (ts_pending.h), while a batch is decided */
@@ -151,9 +153,12 @@ void ts_task__mirror_write(void *arg, ts_state_batch *wb, const char *key, size_
 
 /** Reads the task's stored position, changelog keys to undo and pending effects. */
 ts_err ts_task__load(ts_task *task, char *err, size_t errlen);
-/** Loads the ids of the task's "_seen" store into task->seen_filter: on a
- * pool thread, before the task's first batch (after any restore). */
-ts_err ts_task__load_seen(ts_task *task);
+/** Loads the ids of the task's "_seen" store into task->seen_filter and the
+ * keys of its other stores into task->key_filter: on a pool thread, before
+ * the task's first batch (after any restore). */
+ts_err ts_task__load_filters(ts_task *task);
+/** Whether local key `key` (store, 0x1f, key) is in the task's "_seen" store. */
+int ts_task__is_seen_key(const char *key, size_t klen);
 
 /* ---- ts_task_rebuild.c ---------------------------------------------------- */
 

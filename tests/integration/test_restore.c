@@ -258,14 +258,29 @@ Test(restore, clean_restart_keeps_local_state) {
      * only if the restarted task knows its id (its dedup filter is loaded
      * from the local state; a second BookCreated would be rejected). */
     produce_created(5);
+    /* Documents stored before the restart are found through the key filter
+     * loaded from the local state: an update of an earlier book (rejected if
+     * the book were missed), lists that grew on both sides of the restart. */
+    produce_updated(7);
     cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
     /* (The log holds both runs; the first found an empty changelog.) Without
      * the WAL, only the clean stop's flush keeps the state. */
     cr_assert(log_has("local state is current"), "the local checkpoint was used (see %s)",
               tp.log);
     cr_assert(!log_has("restored"), "nothing was restored (see %s)", tp.log);
-    cr_assert(log_has("event ids applied before"), "the filter was loaded (see %s)", tp.log);
-    cr_assert_eq(dlq_size(), 0, "the retry of c5 was dropped as a duplicate");
+    cr_assert(log_has("keys stored before"), "the filters were loaded (see %s)", tp.log);
+    cr_assert_eq(dlq_size(), 0, "the retry of c5 was dropped as a duplicate, b7 was found");
+    char out[8192];
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET storybook:book:b7"),
+                 0);
+    json_t *book = json_loads(out, 0, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(book, "title")), "Again 7", "%s", out);
+    json_decref(book);
+    cr_assert_eq(ts_testenv_redis_cmd(tp.redis.url, out, sizeof(out), "GET storybook:books:u2"),
+                 0);
+    json_t *list = json_loads(out, 0, NULL);
+    cr_expect_eq(json_array_size(list), 6, "b2, b7, ... b27: %s", out);
+    json_decref(list);
 }
 
 /* Books of users s0..s39: every partition of the topic gets some. */
