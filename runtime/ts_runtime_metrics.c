@@ -61,6 +61,10 @@ ts_err ts_runtime_metrics_init(ts_runtime *rt) {
                   "Memory of the in-memory filters of event ids already applied (2 bytes per "
                   "id; they answer the dedup lookup of a new id without RocksDB).",
                   proc, 1, NULL, 0)
+    TS_RT_DECLARE(key_filter_bytes, TS_METRIC_GAUGE, "tastesync_key_filter_bytes",
+                  "Memory of the in-memory filters of state keys (2 bytes per key; they answer "
+                  "the read of a key never written without RocksDB).",
+                  proc, 1, NULL, 0)
     TS_RT_DECLARE(batch_size, TS_METRIC_HISTOGRAM, "tastesync_batch_size",
                   "Input records per batch.", proc, 1, size, n_size)
     TS_RT_DECLARE(batch_seconds, TS_METRIC_HISTOGRAM, "tastesync_batch_duration_seconds",
@@ -208,12 +212,12 @@ static int ts_runtime_readiness(const ts_runtime *rt, char *why, size_t len) {
 }
 
 /* Rebuilds the gauges of the current tasks and restores (per partition, and
- * the per-processor sum of the tasks' dedup filters). */
+ * the per-processor sums of the tasks' filters). */
 static void ts_runtime_metrics_refresh(ts_runtime *rt, int ready) {
     ts_runtime_metrics *mx = &rt->mx;
     ts_metric *rebuilt[] = {mx->lag,        mx->committed,   mx->restored,
                             mx->to_restore, mx->fresh_event, mx->fresh_wall,
-                            mx->dedup_bytes};
+                            mx->dedup_bytes, mx->key_filter_bytes};
     for (size_t i = 0; i < sizeof(rebuilt) / sizeof(rebuilt[0]); i++)
         ts_metrics_reset(rebuilt[i]);
     size_t running = 0, revoking = 0, restoring = 0;
@@ -231,6 +235,7 @@ static void ts_runtime_metrics_refresh(ts_runtime *rt, int ready) {
         running++;
         const char *proc_name[] = {pp[0]}; /* summed over the processor's tasks */
         ts_metrics_add(mx->dedup_bytes, proc_name, (double)ts_task_dedup_bytes(task));
+        ts_metrics_add(mx->key_filter_bytes, proc_name, (double)ts_task_key_filter_bytes(task));
         int64_t acked = ts_task_acked(task), end = -1, event_ms, acked_ms;
         if (acked >= 0)
             ts_metrics_set(mx->committed, tp, (double)acked);

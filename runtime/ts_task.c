@@ -200,6 +200,8 @@ int64_t ts_task_acked(const ts_task *task) { return task->acked; }
 int ts_task_busy(const ts_task *task) { return task->busy; }
 size_t ts_task_dedup_bytes(const ts_task *task) { return task->seen_filter_bytes; }
 
+size_t ts_task_key_filter_bytes(const ts_task *task) { return task->key_filter_bytes; }
+
 void ts_task_freshness(const ts_task *task, int64_t *event_ms, int64_t *acked_ms) {
     *event_ms = task->acked_event_ms;
     *acked_ms = task->acked_wall_ms;
@@ -461,6 +463,7 @@ static void ts_task_decided(uv_work_t *req, int status) {
     }
     task->stats.events = task->batch_done;
     task->seen_filter_bytes = task->seen_filter ? ts_bloom_bytes(task->seen_filter) : 0;
+    task->key_filter_bytes = task->key_filter ? ts_bloom_bytes(task->key_filter) : 0;
     if (task->batch_rc != TS_OK) {
         if (task->batch_failed_at >= 0)
             ts_log_error(task->id, "offset %" PRId64 ": %s", task->batch_failed_at,

@@ -142,6 +142,8 @@ int ts_task_busy(const ts_task *task);
 /** Bytes of the task's in-memory filter of event ids applied, as of its
  * last decided batch (0 before its first). Loop thread. */
 size_t ts_task_dedup_bytes(const ts_task *task);
+/** Bytes of the task's in-memory filter of state keys, likewise. */
+size_t ts_task_key_filter_bytes(const ts_task *task);
 /** Non-zero when the task has buffered records and no flush in flight. */
 int ts_task_ready(const ts_task *task);
 /** Asks the task to write every view it owns again, from the mirror in its

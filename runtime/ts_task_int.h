@@ -92,6 +92,7 @@ struct ts_task {
     ts_bloom *key_filter;     /* every key of the task's other stores (and maybe
                                * others), loaded with seen_filter */
     size_t seen_filter_bytes; /* its size after the last decided batch, for the loop */
+    size_t key_filter_bytes;  /* likewise */
     size_t batch_id_bytes;    /* what the batch's event ids add to its group record */
     ts_buf pending;           /* the pending record (ts_pending.h), while a batch is decided */
 

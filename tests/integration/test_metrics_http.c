@@ -39,6 +39,7 @@ TestSuite(metrics_http, .fini = teardown, .timeout = 240);
 
 #define TOPIC "storybook.events"
 #define DEDUP_BYTES "tastesync_dedup_filter_bytes{processor=\"storybook\"}"
+#define KEY_FILTER_BYTES "tastesync_key_filter_bytes{processor=\"storybook\"}"
 
 static char *scrape(void) {
     int status = 0;
@@ -110,6 +111,7 @@ Test(metrics_http, series_change_as_events_flow) {
     cr_assert_eq(ts_httpget_sample(text, "tastesync_sink_up{sink=\"postgres\"}", -1), 1, "%s",
                  text);
     cr_assert_eq(ts_httpget_sample(text, DEDUP_BYTES, -1), 0, "no batch yet: %s", text);
+    cr_assert_eq(ts_httpget_sample(text, KEY_FILTER_BYTES, -1), 0, "no batch yet: %s", text);
     free(text);
 
     produce_books(0, 20);
@@ -145,6 +147,7 @@ Test(metrics_http, series_change_as_events_flow) {
     /* The tasks that decided a batch hold a filter of their event ids (at
      * least 1024 ids' room, 2 bytes each). */
     cr_assert_geq(ts_httpget_sample(text, DEDUP_BYTES, -1), 2048, "%s", text);
+    cr_assert_geq(ts_httpget_sample(text, KEY_FILTER_BYTES, -1), 2048, "and of its keys: %s", text);
     const char *sinks[] = {"redis", "postgres", "kafka"};
     for (size_t i = 0; i < 3; i++) {
         char series[128];
