@@ -62,9 +62,16 @@ typedef struct ts_blob_shapes {
     ts_rowcol cols[TS_BLOB_MAX_COLS]; /* the row being written or read */
 } ts_blob_shapes;
 
-static void ts_blob_shapes_free(ts_blob_shapes *shapes) {
+/* ~12 KiB (the names of up to 127 shapes and one row's columns): once per
+ * blob, i.e. per batch. */
+static ts_blob_shapes *ts_blob_shapes_create(void) { return calloc(1, sizeof(ts_blob_shapes)); }
+
+static void ts_blob_shapes_destroy(ts_blob_shapes *shapes) {
+    if (!shapes)
+        return;
     for (size_t i = 0; i < shapes->count; i++)
         free(shapes->list[i].names);
+    free(shapes);
 }
 
 static uint64_t ts_blob_names_hash(const ts_rowcol *cols, size_t ncols, size_t nkey) {
@@ -138,9 +145,7 @@ static int ts_blob_put_row(ts_blob_shapes *shapes, ts_buf *out, size_t head_at,
 
 ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out, int flags) {
     static const ts_bytes absent = {NULL, 0};
-    /* ~12 KiB (the names of up to 127 shapes and one row's columns): once
-     * per blob, i.e. per batch. */
-    ts_blob_shapes *shapes = calloc(1, sizeof(*shapes));
+    ts_blob_shapes *shapes = ts_blob_shapes_create();
     if (!shapes) {
         out->failed = 1;
         return TS_E_NOMEM;
@@ -168,28 +173,28 @@ ts_err ts_effects_encode_to(const ts_effects *effs, ts_buf *out, int flags) {
         ts_buf_vfield(out, &e->c);
         ts_buf_vfield(out, &e->d);
     }
-    ts_blob_shapes_free(shapes);
-    free(shapes);
+    ts_blob_shapes_destroy(shapes);
     return out->failed ? TS_E_NOMEM : TS_OK;
 }
 
 /* ---- decoding ------------------------------------------------------------------ */
 
-/* Reads a shape definition into shapes->list[id]. @returns 0, or -1. */
-static int ts_blob_read_shape(ts_blob_shapes *shapes, ts_reader *r) {
+/* Reads the next shape definition. @returns TS_OK, TS_E_DECODE or
+ * TS_E_NOMEM. */
+static ts_err ts_blob_read_shape(ts_blob_shapes *shapes, ts_reader *r) {
     uint16_t n16, k16;
     if (shapes->count == TS_BLOB_MAX_SHAPES || ts_reader_take(r, &n16, 2) ||
         ts_reader_take(r, &k16, 2) || k16 > n16 || n16 > TS_BLOB_MAX_COLS)
-        return -1;
+        return TS_E_DECODE;
     for (size_t i = 0; i < n16; i++) {
         uint16_t len;
         if (ts_reader_take(r, &len, 2) || ts_reader_left(r) < len)
-            return -1;
+            return TS_E_DECODE;
         shapes->cols[i].name = r->p;
         shapes->cols[i].name_len = len;
         r->p += len;
     }
-    return ts_blob_shape_add(shapes, 0, shapes->cols, n16, k16) < 0 ? -1 : 0;
+    return ts_blob_shape_add(shapes, 0, shapes->cols, n16, k16) < 0 ? TS_E_NOMEM : TS_OK;
 }
 
 /* Reads a row in shape form back into a packed row (malloc'ed, given to
@@ -198,8 +203,9 @@ static ts_err ts_blob_read_row(ts_blob_shapes *shapes, ts_reader *r, ts_bytes *p
     uint64_t id;
     if (ts_reader_varint(r, &id) || id > shapes->count)
         return TS_E_DECODE;
-    if (id == shapes->count && ts_blob_read_shape(shapes, r))
-        return TS_E_DECODE;
+    ts_err rc = id == shapes->count ? ts_blob_read_shape(shapes, r) : TS_OK;
+    if (rc != TS_OK)
+        return rc;
     const ts_blob_shape *shape = &shapes->list[id];
     for (size_t i = 0; i < shape->ncols; i++) {
         ts_bytes value;
@@ -263,15 +269,13 @@ ts_err ts_effects_decode(ts_effects *effs, const char *blob, size_t len) {
     int v2 = len >= 4 && memcmp(blob, TS_BLOB_MAGIC_V2, 4) == 0;
     if (!v2 && (len < 4 || memcmp(blob, TS_BLOB_MAGIC_V1, 4) != 0))
         return TS_E_DECODE;
-    ts_blob_shapes *shapes = v2 ? calloc(1, sizeof(*shapes)) : NULL;
+    ts_blob_shapes *shapes = v2 ? ts_blob_shapes_create() : NULL;
     if (v2 && !shapes)
         return TS_E_NOMEM;
     ts_reader r = {blob + 4, blob + len};
     ts_err rc = TS_OK;
     while (rc == TS_OK && ts_reader_left(&r) > 0)
         rc = v2 ? ts_blob_read_v2(shapes, &r, effs) : ts_blob_read_v1(&r, effs);
-    if (shapes)
-        ts_blob_shapes_free(shapes);
-    free(shapes);
+    ts_blob_shapes_destroy(shapes);
     return rc;
 }

@@ -119,29 +119,12 @@ ts_err ts_task_start(ts_task *task) {
 
 /* ---- the filters of event ids and keys ---------------------------------------- */
 
-typedef struct ts_task_hashes {
-    uint64_t *at;
-    size_t n, cap;
-} ts_task_hashes;
-
+/* The scan's hashes, collected first so each filter is sized once: u64s
+ * appended to a ts_buf. */
 typedef struct ts_task_filter_scan {
     size_t prefix_len; /* the task's state prefix */
-    ts_task_hashes seen, keys;
-    int failed;
+    ts_buf seen, keys;
 } ts_task_filter_scan;
-
-static int ts_task_hashes_add(ts_task_hashes *h, uint64_t hash) {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 4096;
-        uint64_t *grown = realloc(h->at, cap * sizeof(*grown));
-        if (!grown)
-            return -1;
-        h->at = grown;
-        h->cap = cap;
-    }
-    h->at[h->n++] = hash;
-    return 0;
-}
 
 static int ts_task_filter_hash(void *arg, const char *key, size_t klen, const char *val,
                                size_t vlen) {
@@ -151,20 +134,26 @@ static int ts_task_filter_hash(void *arg, const char *key, size_t klen, const ch
     static const size_t seen_len = sizeof(TS_TASK_SEEN_STORE "\x1f") - 1;
     const char *local = key + scan->prefix_len;
     size_t len = klen - scan->prefix_len;
-    int rc = ts_task__is_seen_key(local, len)
-                 ? ts_task_hashes_add(&scan->seen, ts_bloom_hash(local + seen_len, len - seen_len))
-                 : ts_task_hashes_add(&scan->keys, ts_bloom_hash(local, len));
-    if (rc)
-        scan->failed = 1;
-    return rc ? 1 : 0;
+    int seen = ts_task__is_seen_key(local, len);
+    uint64_t hash = seen ? ts_bloom_hash(local + seen_len, len - seen_len)
+                         : ts_bloom_hash(local, len);
+    ts_buf *into = seen ? &scan->seen : &scan->keys;
+    ts_buf_put(into, &hash, sizeof(hash));
+    return into->failed ? 1 : 0;
 }
 
-/* A filter of `h`, with room for as many new entries again before it grows a
- * layer. NULL when out of memory. */
-static ts_bloom *ts_task_filter_of(const ts_task_hashes *h) {
-    ts_bloom *filter = ts_bloom_create(h->n * 2);
-    for (size_t i = 0; filter && i < h->n; i++)
-        ts_bloom_add(filter, h->at[i]);
+static size_t ts_task_hash_count(const ts_buf *hashes) { return hashes->len / sizeof(uint64_t); }
+
+/* A filter of `hashes`, with room for as many new entries again before it
+ * grows a layer. NULL when out of memory. */
+static ts_bloom *ts_task_filter_of(const ts_buf *hashes) {
+    size_t n = ts_task_hash_count(hashes);
+    ts_bloom *filter = ts_bloom_create(n * 2);
+    for (size_t i = 0; filter && i < n; i++) {
+        uint64_t hash;
+        memcpy(&hash, hashes->data + i * sizeof(hash), sizeof(hash));
+        ts_bloom_add(filter, hash);
+    }
     return filter;
 }
 
@@ -177,14 +166,15 @@ ts_err ts_task__load_filters(ts_task *task) {
     ts_task_filter_scan scan = {.prefix_len = task->state_prefix_len};
     ts_err rc = ts_state_scan(task->host->state, task->state_prefix, task->state_prefix_len,
                               ts_task_filter_hash, &scan);
-    if (rc == TS_OK && scan.failed)
+    if (rc == TS_OK && (scan.seen.failed || scan.keys.failed))
         rc = TS_E_NOMEM;
     ts_bloom *seen = rc == TS_OK ? ts_task_filter_of(&scan.seen) : NULL;
     ts_bloom *keys = rc == TS_OK ? ts_task_filter_of(&scan.keys) : NULL;
     if (rc == TS_OK && (!seen || !keys))
         rc = TS_E_NOMEM;
-    free(scan.seen.at);
-    free(scan.keys.at);
+    size_t n_seen = ts_task_hash_count(&scan.seen), n_keys = ts_task_hash_count(&scan.keys);
+    ts_buf_close(&scan.seen);
+    ts_buf_close(&scan.keys);
     if (rc != TS_OK) {
         ts_bloom_destroy(seen);
         ts_bloom_destroy(keys);
@@ -192,10 +182,10 @@ ts_err ts_task__load_filters(ts_task *task) {
                      ts_err_str(rc));
         return rc;
     }
-    if (scan.seen.n + scan.keys.n > 0)
+    if (n_seen + n_keys > 0)
         ts_log_info(task->id,
                     "%zu event ids and %zu keys stored before, in filters of %zu KiB (%.0f ms)",
-                    scan.seen.n, scan.keys.n, (ts_bloom_bytes(seen) + ts_bloom_bytes(keys)) / 1024,
+                    n_seen, n_keys, (ts_bloom_bytes(seen) + ts_bloom_bytes(keys)) / 1024,
                     ts_task__ms_since(&start));
     task->seen_filter = seen;
     task->key_filter = keys;
