@@ -127,6 +127,14 @@ ts_err ts_state_open(const char *dir, ts_state **out, char *err, size_t errlen) 
     /* No fsync per batch: the WAL survives a process kill, which is the crash
      * the runtime promises to survive; machine loss is covered by changelogs. */
     rocksdb_writeoptions_set_sync(st->wopts, 0);
+    /* When two tasks' batches are written at once, RocksDB inserts both into
+     * the memtable concurrently, and each key then searches the skip list from
+     * the top: the batch's keys are written sorted (ts_state_batch), so the
+     * position of its previous key is a good start. At 10K latency probes/s
+     * (small batches, often concurrent), concurrent memtable inserts took
+     * ~1.7% instead of ~2.7% of the machine's samples, rocksdb_write 8.0%
+     * instead of 8.7% (two interleaved pairs). */
+    rocksdb_writeoptions_set_memtable_insert_hint_per_batch(st->wopts, 1);
 
     char *rerr = NULL;
     st->db = rocksdb_open(st->opts, dir, &rerr);
