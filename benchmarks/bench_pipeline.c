@@ -10,7 +10,8 @@
  *    "last view, row and output acknowledged" with every guarantee on.
  * 2. Latency: probe events (BookCreated of a new user and book) are produced
  *    at a fixed rate; a subscriber to Redis keyspace notifications records when
- *    each probe's `storybook:book:<id>` view is written, i.e. readable.
+ *    each probe's `storybook:book:<id>` view is written, i.e. readable; the
+ *    machine's busy cores while each rate is offered, split per process.
  * 3. Reads: 4 client threads read a user's book list, once as the view (one
  *    GET) and once computed from PostgreSQL by SQL as the old apps did.
  * 4. Size: the runtime's RSS (peak sampled during the run, and VmHWM), and the
