@@ -34,8 +34,8 @@ typedef enum ts_pg_job_state {
 
 typedef struct ts_pg_sink ts_pg_sink;
 
-/* A row statement prepared on the current connection, by its key
- * (ts_pg_plan_stmt_key). */
+/* A statement prepared on the current connection, by its key: a row
+ * statement's (ts_pg_plan_stmt_key), or "claim". */
 typedef struct ts_pg_prepared {
     char *key;
     char name[24];
