@@ -21,8 +21,9 @@
  * Row statements and the claim are prepared once per connection and then
  * only executed (PostgreSQL parses and plans an upsert once, not once per
  * row or batch): a job that needs a statement not prepared yet queues its
- * Parse first, before the claim, in the same transaction. A failed attempt forgets the statements it
- * prepared (they get new names next time), a new connection forgets all.
+ * Parse first, before the claim, in the same transaction. A failed attempt
+ * forgets the statements it prepared (they get new names next time), a new
+ * connection forgets all.
  */
 #include "ts_pg_sink_int.h"
 
