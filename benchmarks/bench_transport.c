@@ -4,8 +4,9 @@
  * probe producer is called, so it includes the producer's linger and the
  * broker's fetch before the runtime sees an event. This measures that part
  * alone, with nothing else running: the latency phase's producer settings
- * (bench_producer, linger 5 ms) at its 1K and 10K events/s, and a consumer
- * with the runtime's settings (the topology's kafka config). The mock broker
+ * (bench_producer, linger 5 ms) at its 1K and 10K events/s, to a topic of
+ * as many partitions as the probes' (storybook.events), and a consumer with
+ * the runtime's settings (the topology's kafka config). The mock broker
  * holds a fetch that found no data for the whole fetch.wait.max.ms, where a
  * real broker answers as soon as data arrives, so on the mock this floor is
  * higher than on a real cluster.
@@ -22,11 +23,11 @@
 #include "ts_kconf.h"
 
 #define BENCH_TR_TOPIC "bench.transport"
-#define BENCH_TR_PARTS 16
 #define BENCH_TR_VALUE 160 /* bytes, about a probe's Avro value */
 
 typedef struct bench_tr {
     rd_kafka_t *consumer;
+    int partitions; /* as many as the probes' topic */
     double *lat_us; /* per message, by its sequence number */
     size_t n;
     atomic_size_t got;
@@ -54,7 +55,7 @@ static void *bench_tr_consume(void *arg) {
     return NULL;
 }
 
-static rd_kafka_t *bench_tr_consumer(bench_ctx *b) {
+static rd_kafka_t *bench_tr_consumer(bench_ctx *b, int partitions) {
     char err[512];
     rd_kafka_conf_t *conf =
         ts_kconf_create(ts_cluster_bootstraps(b->cluster), b->topo->kafka_config, err, sizeof(err));
@@ -71,8 +72,8 @@ static rd_kafka_t *bench_tr_consumer(bench_ctx *b) {
         return NULL;
     }
     rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(BENCH_TR_PARTS);
-    for (int p = 0; p < BENCH_TR_PARTS; p++)
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++)
         rd_kafka_topic_partition_list_add(parts, BENCH_TR_TOPIC, p)->offset = RD_KAFKA_OFFSET_END;
     rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
@@ -107,10 +108,13 @@ int bench_transport(bench_ctx *b) {
     static const double rates[] = {1000, 10000};
     double secs = b->short_mode ? 1 : 4;
     size_t counts[2] = {(size_t)(rates[0] * secs), (size_t)(rates[1] * secs)};
-    bench_tr tr = {.n = counts[0] + counts[1]};
+    const ts_topic_conf *probes = ts_topology_topic(b->topo, "storybook.events");
+    bench_tr tr = {.n = counts[0] + counts[1], .partitions = probes ? probes->partitions : 0};
     tr.lat_us = calloc(tr.n, sizeof(*tr.lat_us));
-    ts_cluster_topic_create(b->cluster, BENCH_TR_TOPIC, BENCH_TR_PARTS);
-    tr.consumer = bench_tr_consumer(b);
+    if (tr.partitions > 0) {
+        ts_cluster_topic_create(b->cluster, BENCH_TR_TOPIC, tr.partitions);
+        tr.consumer = bench_tr_consumer(b, tr.partitions);
+    }
     rd_kafka_t *prod = tr.consumer ? bench_producer(b, 5) : NULL;
     pthread_t th;
     int started = prod && tr.lat_us && pthread_create(&th, NULL, bench_tr_consume, &tr) == 0;
@@ -142,8 +146,9 @@ int bench_transport(bench_ctx *b) {
         snprintf(name, sizeof(name), "%.0f", rates[r]);
         json_object_set(out, name, p);
         snprintf(note, sizeof(note),
-                 "producer (linger 5 ms) -> consumer, nothing else running; p50 %.2f max %.1f ms",
-                 json_real_value(json_object_get(p, "p50_ms")),
+                 "producer (linger 5 ms) -> consumer, %d partitions, nothing else running; "
+                 "p50 %.2f max %.1f ms",
+                 tr.partitions, json_real_value(json_object_get(p, "p50_ms")),
                  json_real_value(json_object_get(p, "max_ms")));
         snprintf(name, sizeof(name), "kafka_transport_p99@%.0fk/s", rates[r] / 1000);
         bench_row(b, "component", name, json_real_value(json_object_get(p, "p99_ms")), "ms", note);
