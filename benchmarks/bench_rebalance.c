@@ -2,7 +2,7 @@
  *
  * Two runtimes (`tastesync run benchmarks/topology.yaml`, instances rb-a and
  * rb-b) share a consumer group; storybook events are produced at a steady
- * BENCH_RB_RATE per second over its 16 partitions. After a warm-up a third
+ * BENCH_RB_RATE per second over its partitions (the topology's count). After a warm-up a third
  * instance (rb-c) joins. Every 250 ms the instances' status documents in
  * Redis are read: per task its owner and `acked`, the input position whose
  * views, rows and outputs every sink acknowledged (not the Kafka committed
@@ -32,14 +32,14 @@
 #include "ts_testpipe.h"
 
 #define BENCH_RB_TOPIC "storybook.events"
-#define BENCH_RB_PARTS 16
+#define BENCH_RB_MAX_PARTS 64 /* storybook.events partitions followed */
 #define BENCH_RB_RATE 2000   /* events/s offered */
 #define BENCH_RB_WARMUP 8.0  /* s of steady input before the join */
 #define BENCH_RB_AFTER 15.0  /* s observed after the join */
 
 typedef struct bench_rb_sample {
     double t;
-    int64_t committed[BENCH_RB_PARTS]; /* acked positions, from the status */
+    int64_t committed[BENCH_RB_MAX_PARTS]; /* acked positions, from the status */
 } bench_rb_sample;
 
 static pid_t bench_rb_spawn(bench_ctx *b, const char *topo, const char *group,
@@ -54,9 +54,9 @@ static pid_t bench_rb_spawn(bench_ctx *b, const char *topo, const char *group,
  * status documents of the instances; -1 when none. With `acked`, also each
  * partition's acknowledged position there (-1: none). */
 static void bench_rb_owners(bench_ctx *b, const char *group, const char *const *names, int n,
-                            int owner[BENCH_RB_PARTS], int64_t *acked) {
+                            int parts, int *owner, int64_t *acked) {
     static char out[1 << 18];
-    for (int p = 0; p < BENCH_RB_PARTS; p++) {
+    for (int p = 0; p < parts; p++) {
         owner[p] = -1;
         if (acked)
             acked[p] = -1;
@@ -72,7 +72,7 @@ static void bench_rb_owners(bench_ctx *b, const char *group, const char *const *
             const char *state = json_string_value(json_object_get(t, "state"));
             json_int_t p = json_integer_value(json_object_get(t, "partition"));
             if (topic && state && !strcmp(topic, BENCH_RB_TOPIC) && !strcmp(state, "running") &&
-                p >= 0 && p < BENCH_RB_PARTS) {
+                p >= 0 && p < parts) {
                 owner[p] = i;
                 json_int_t a = json_integer_value(json_object_get(t, "acked"));
                 if (acked && a > acked[p])
@@ -105,6 +105,13 @@ static double bench_rb_gap(const bench_rb_sample *s, size_t from, size_t to, int
 
 /* One run: 2 instances, steady input, a third joins. */
 static int bench_rb_run(bench_ctx *b, const char *label, const char *topo, const char *group) {
+    const ts_topic_conf *input = ts_topology_topic(b->topo, BENCH_RB_TOPIC);
+    int parts = input ? input->partitions : 0;
+    if (parts <= 0 || parts > BENCH_RB_MAX_PARTS) {
+        fprintf(stderr, "bench: rebalance: %s has %d partitions (1..%d followed)\n",
+                BENCH_RB_TOPIC, parts, BENCH_RB_MAX_PARTS);
+        return -1;
+    }
     /* The changelogs of this group (the mock cluster cannot create them). */
     for (size_t i = 0; i < b->topo->n_processors; i++) {
         const ts_processor_conf *pc = &b->topo->processors[i];
@@ -133,7 +140,7 @@ static int bench_rb_run(bench_ctx *b, const char *label, const char *topo, const
      * instances run tasks of the topic. */
     double t0 = bench_now(), next_sample = t0, joined_at = 0, start = 0;
     size_t sent = 0, n_s = 0, join_sample = 0, start_sample = 0;
-    int before[BENCH_RB_PARTS], after[BENCH_RB_PARTS];
+    int before[BENCH_RB_MAX_PARTS], after[BENCH_RB_MAX_PARTS];
     while (n_s < cap) {
         double now = bench_now();
         size_t due = (size_t)((now - t0) * BENCH_RB_RATE);
@@ -148,18 +155,18 @@ static int bench_rb_run(bench_ctx *b, const char *label, const char *topo, const
             next_sample = now + 0.25;
             /* The status documents are rewritten every second; reading
              * them 4 times as often bounds the error of a gap to ~0.25 s. */
-            int owners[BENCH_RB_PARTS];
-            bench_rb_owners(b, group, names, joined_at ? 3 : 2, owners, s[n_s].committed);
+            int owners[BENCH_RB_MAX_PARTS];
+            bench_rb_owners(b, group, names, joined_at ? 3 : 2, parts, owners, s[n_s].committed);
             s[n_s++].t = now;
         }
         if (!start && now - t0 > 2) {
-            int owners[BENCH_RB_PARTS], a = 0, bb = 0;
-            bench_rb_owners(b, group, names, 2, owners, NULL);
-            for (int p = 0; p < BENCH_RB_PARTS; p++) {
+            int owners[BENCH_RB_MAX_PARTS], a = 0, bb = 0;
+            bench_rb_owners(b, group, names, 2, parts, owners, NULL);
+            for (int p = 0; p < parts; p++) {
                 a += owners[p] == 0;
                 bb += owners[p] == 1;
             }
-            if (a && bb && a + bb == BENCH_RB_PARTS) {
+            if (a && bb && a + bb == parts) {
                 start = now;
                 start_sample = n_s;
             } else if (now - t0 > 60) {
@@ -168,7 +175,7 @@ static int bench_rb_run(bench_ctx *b, const char *label, const char *topo, const
             }
         }
         if (start && !joined_at && now - start >= BENCH_RB_WARMUP) {
-            bench_rb_owners(b, group, names, 2, before, NULL);
+            bench_rb_owners(b, group, names, 2, parts, before, NULL);
             pids[2] = bench_rb_spawn(b, topo, group, names[2]);
             joined_at = now;
             join_sample = n_s;
@@ -180,7 +187,7 @@ static int bench_rb_run(bench_ctx *b, const char *label, const char *topo, const
     }
     if (!joined_at)
         goto done;
-    bench_rb_owners(b, group, names, 3, after, NULL);
+    bench_rb_owners(b, group, names, 3, parts, after, NULL);
     rd_kafka_flush(prod, 10000);
 
     /* The same length of time before the join is the reference. */
@@ -188,7 +195,7 @@ static int bench_rb_run(bench_ctx *b, const char *label, const char *topo, const
     size_t ref_from = join_sample - start_sample > span ? join_sample - span : start_sample;
     double unmoved = 0, moved = 0, ref = 0;
     int n_unmoved = 0, n_moved = 0, n_unknown = 0;
-    for (int p = 0; p < BENCH_RB_PARTS; p++) {
+    for (int p = 0; p < parts; p++) {
         double gap = bench_rb_gap(s, join_sample, n_s, p);
         double g0 = bench_rb_gap(s, ref_from, join_sample, p);
         if (g0 > ref)
@@ -216,7 +223,7 @@ static int bench_rb_run(bench_ctx *b, const char *label, const char *topo, const
     char name[96], note[200];
     snprintf(note, sizeof(note),
              "%d of %d partitions kept their owner; no-progress gap before the join: %.0f ms",
-             n_unmoved, BENCH_RB_PARTS, ref * 1000);
+             n_unmoved, parts, ref * 1000);
     snprintf(name, sizeof(name), "pause_unmoved_max(%s)", label);
     bench_row(b, "rebalance", name, unmoved * 1000, "ms", note);
     snprintf(note, sizeof(note), "%d partitions moved to the new instance (+%d owner unknown)",
