@@ -57,12 +57,18 @@ ts_err ts_state_get(ts_state *st, const char *key, size_t klen, char **val, size
  * the batch (TS_E_NOMEM). Create returns NULL when out of memory. */
 ts_state_batch *ts_state_batch_create(void);
 void ts_state_batch_destroy(ts_state_batch *b);
+/** Like create, but an empty batch used before when `st` kept one: its
+ * memory already grown to a batch's size. Any thread. */
+ts_state_batch *ts_state_batch_take(ts_state *st);
+/** Instead of destroy: empties `b` and keeps it for ts_state_batch_take (a
+ * few, not too large ones; the rest are freed). Accepts NULL. Any thread. */
+void ts_state_batch_give(ts_state *st, ts_state_batch *b);
 void ts_state_batch_put(ts_state_batch *b, const char *key, size_t klen, const char *val,
                         size_t vlen);
 void ts_state_batch_delete(ts_state_batch *b, const char *key, size_t klen);
 /** Writes the batch atomically (no fsync; WAL on unless ts_state_skip_wal:
  * then it survives a clean close, else also a process kill).
- * The batch is left sorted by key: write it once, then destroy it. */
+ * The batch is left sorted by key: write it once, then destroy (or give) it. */
 ts_err ts_state_write(ts_state *st, ts_state_batch *b);
 
 /** Calls `fn` for each key starting with `prefix`, in key order; stops when
