@@ -21,6 +21,9 @@
 
 /** The runtime's consumer group in the benchmark (TASTESYNC_GROUP). */
 #define BENCH_GROUP "bench"
+/** The topic of the latency probes (and of the rebalance phase's steady
+ * input); the transport floor mirrors its partition count. */
+#define BENCH_PROBE_TOPIC "storybook.events"
 
 /** One pre-encoded input message (Confluent Avro framing). */
 typedef struct bench_msg {

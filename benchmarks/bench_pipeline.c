@@ -513,7 +513,7 @@ static int bench_probe(bench_ctx *b, ts_encoder *enc, size_t i, bench_msg *m) {
         fprintf(stderr, "bench: probe: %s\n", err);
     snprintf(s, sizeof(s), "lat-user-%zu", i);
     m->key = strdup(s);
-    m->topic = "storybook.events";
+    m->topic = BENCH_PROBE_TOPIC;
     json_decref(ev);
     (void)b;
     return rc;
@@ -548,7 +548,7 @@ static int bench_latency(bench_ctx *b, const bench_rt *rt) {
     l.arrived_ns = calloc(total, sizeof(*l.arrived_ns));
     int64_t *sent_ns = calloc(total, sizeof(*sent_ns));
     bench_msg *probes = calloc(total, sizeof(*probes));
-    ts_encoder *enc = ts_encoder_create(b->schemas, "storybook.events");
+    ts_encoder *enc = ts_encoder_create(b->schemas, BENCH_PROBE_TOPIC);
     int rc = enc ? 0 : -1;
     for (size_t i = 0; i < total && rc == 0; i++)
         rc = bench_probe(b, enc, i, &probes[i]);
@@ -562,7 +562,7 @@ static int bench_latency(bench_ctx *b, const bench_rt *rt) {
      * few ms after the producer was created (not at once), the first second
      * of probes waited together for ~1 s (1K/s p50 8 ms but p99 930 ms);
      * with the metadata asked for first, they do not. */
-    if (prod && bench_topic_known(prod, "storybook.events") != 0)
+    if (prod && bench_topic_known(prod, BENCH_PROBE_TOPIC) != 0)
         rc = -1;
     pthread_t th;
     int started = prod && pthread_create(&th, NULL, bench_lat_thread, &l) == 0;

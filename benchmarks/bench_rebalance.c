@@ -31,7 +31,7 @@
 #include "ts_testenv.h"
 #include "ts_testpipe.h"
 
-#define BENCH_RB_TOPIC "storybook.events"
+#define BENCH_RB_TOPIC BENCH_PROBE_TOPIC
 #define BENCH_RB_MAX_PARTS 64 /* storybook.events partitions followed */
 #define BENCH_RB_RATE 2000   /* events/s offered */
 #define BENCH_RB_WARMUP 8.0  /* s of steady input before the join */

@@ -108,7 +108,7 @@ int bench_transport(bench_ctx *b) {
     static const double rates[] = {1000, 10000};
     double secs = b->short_mode ? 1 : 4;
     size_t counts[2] = {(size_t)(rates[0] * secs), (size_t)(rates[1] * secs)};
-    const ts_topic_conf *probes = ts_topology_topic(b->topo, "storybook.events");
+    const ts_topic_conf *probes = ts_topology_topic(b->topo, BENCH_PROBE_TOPIC);
     bench_tr tr = {.n = counts[0] + counts[1], .partitions = probes ? probes->partitions : 0};
     tr.lat_us = calloc(tr.n, sizeof(*tr.lat_us));
     if (tr.partitions > 0) {
