@@ -559,6 +559,15 @@ static void ts_restore_work(uv_work_t *req) {
          * batch it decided, and re-sends it, instead of deciding it again). */
         r->stats.current = 1;
     } else if (r->status == TS_OK) {
+        /* A compacted changelog keeps its first offset; one that starts
+         * later lost records (a retention, or the embedded mock cluster's
+         * ~5 MiB per partition), and what they held cannot come back. */
+        if (low > 0)
+            ts_log_warn(r->task_id,
+                        "restore: %s [%" PRId32 "] starts at offset %" PRId64
+                        ", not 0: its older records are gone (retention, or the mock "
+                        "cluster's ~5 MiB per partition), so state they held is not restored",
+                        r->topic, r->partition, low);
         r->status = ts_restore_drop_local(r);
         if (r->status == TS_OK)
             r->status = ts_restore_read(r, rk, low, high);

@@ -397,6 +397,42 @@ static void produce_changelog(int32_t partition, const char *key, size_t klen, c
     cr_assert_eq(rd_kafka_flush(tp.producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
+/* Appends `bytes` of incompressible values to changelog partition `p` in
+ * records of 256 KiB (keys of no task, never completed by a marker). */
+static void produce_changelog_junk(int32_t p, size_t bytes) {
+    size_t len = 256 * 1024;
+    char *value = malloc(len);
+    cr_assert(value);
+    uint64_t x = 88172645463325252u;
+    for (size_t sent = 0; sent < bytes; sent += len) {
+        for (size_t i = 0; i < len; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            value[i] = (char)x;
+        }
+        produce_changelog(p, "junk", 4, value, len);
+    }
+    free(value);
+}
+
+Test(restore, a_changelog_that_lost_its_head_is_named_at_restore) {
+    produce_books(0, 10);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    int32_t p = changelog_partition_of("b3");
+    cr_assert_geq(p, 0);
+    cr_assert_eq(ts_testpipe_runtime_stop(&tp, SIGKILL), 128 + SIGKILL);
+    cr_expect_not(log_has("older records are gone"), "a full changelog is not named");
+    /* Past the mock cluster's ~5 MiB: it drops the partition's oldest sets. */
+    produce_changelog_junk(p, 6u << 20);
+    wipe_local_state();
+    cr_assert_eq(ts_testpipe_runtime_start(&tp), 0);
+    produce_books(10, 12);
+    cr_assert_eq(ts_testpipe_wait_committed(&tp, TOPIC, 60), 0, "see %s", tp.log);
+    char needle[128];
+    snprintf(needle, sizeof(needle), "storybook-changelog [%" PRId32 "] starts at offset", p);
+    cr_assert(log_has(needle), "the restore named the lost head (see %s)", tp.log);
+    cr_assert(log_has("older records are gone"), "see %s", tp.log);
+}
+
 /* Appends to changelog partition `p` what an owner's batch that changed book
  * b3 (now titled `title`) and applied event `event_id` writes: b3's state
  * record and the batch's group record of event ids (key `group_key`). */
