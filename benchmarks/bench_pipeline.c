@@ -913,18 +913,24 @@ static int bench_trimmed_partitions(rd_kafka_t *rk, int *trimmed) {
         for (int p = 0; p < mt->partition_cnt; p++) {
             int64_t low = -1, high = -1;
             int32_t id = mt->partitions[p].id;
-            if (rd_kafka_query_watermark_offsets(rk, mt->topic, id, &low, &high, 10000) ==
-                    RD_KAFKA_RESP_ERR_NO_ERROR &&
-                low == 0)
+            rd_kafka_resp_err_t err =
+                rd_kafka_query_watermark_offsets(rk, mt->topic, id, &low, &high, 10000);
+            if (err) {
+                fprintf(stderr, "bench: %s [%" PRId32 "]: its offsets unknown: %s\n", mt->topic,
+                        id, rd_kafka_err2str(err));
+                rc = -1;
+                continue;
+            }
+            if (low == 0)
                 continue;
             fprintf(stderr,
                     "bench: %s [%" PRId32 "] starts at offset %" PRId64 " (of %" PRId64
                     "): the mock cluster dropped its oldest batches\n",
                     mt->topic, id, low, high);
-            if (!changelog || low < 0)
-                rc = -1;
-            else
+            if (changelog)
                 (*trimmed)++;
+            else
+                rc = -1;
         }
     }
     rd_kafka_metadata_destroy(md);

@@ -2,17 +2,17 @@
  *
  * Two runtimes (`tastesync run benchmarks/topology.yaml`, instances rb-a and
  * rb-b) share a consumer group; storybook events are produced at a steady
- * BENCH_RB_RATE per second over its partitions (the topology's count). After a warm-up a third
- * instance (rb-c) joins. Every 250 ms the instances' status documents in
- * Redis are read: per task its owner and `acked`, the input position whose
- * views, rows and outputs every sink acknowledged (not the Kafka committed
- * offset: the mock cluster refuses commits while a group rebalances, so
- * committed offsets stall even where processing goes on). Per partition, the
- * longest interval without acknowledged progress in the window from the join
- * to the end is its pause; a partition "moved" when its owner differs before
- * and after the join. Reported: the longest pause of unmoved and of moved
- * partitions, and as the reference the longest gap in the same span of time
- * before the join.
+ * BENCH_RB_RATE per second over its partitions (the topology's count). After
+ * a warm-up a third instance (rb-c) joins. Every 250 ms the instances' status
+ * documents in Redis are read: per task its owner and `acked`, the input
+ * position whose views, rows and outputs every sink acknowledged (not the
+ * Kafka committed offset: the mock cluster refuses commits while a group
+ * rebalances, so committed offsets stall even where processing goes on). Per
+ * partition, the longest interval without acknowledged progress in the window
+ * from the join to the end is its pause; a partition "moved" when its owner
+ * differs before and after the join. Reported: the longest pause of unmoved
+ * and of moved partitions, and as the reference the longest gap in the same
+ * span of time before the join.
  *
  * Run once with the runtime's default assignor and once with
  * cooperative-sticky (a copy of the topology with that kafka.config).

@@ -114,6 +114,8 @@ int bench_transport(bench_ctx *b) {
     if (tr.partitions > 0) {
         ts_cluster_topic_create(b->cluster, BENCH_TR_TOPIC, tr.partitions);
         tr.consumer = bench_tr_consumer(b, tr.partitions);
+    } else {
+        fprintf(stderr, "bench: transport: the topology has no %s\n", BENCH_PROBE_TOPIC);
     }
     rd_kafka_t *prod = tr.consumer ? bench_producer(b, 5) : NULL;
     pthread_t th;
