@@ -64,7 +64,7 @@ typedef struct ts_runtime_setup {
 typedef struct ts_runtime_metrics {
     ts_metrics *reg;
     ts_metric *lag, *committed, *processed, *rejected, *pauses, *batch_size, *batch_seconds,
-        *dedup_bytes, *key_filter_bytes;
+        *input_wait, *dedup_bytes, *key_filter_bytes;
     ts_metric *sink_seconds, *sink_errors, *sink_up, *restored, *to_restore;
     ts_metric *fresh_event, *fresh_wall, *tasks, *ready, *started;
 } ts_runtime_metrics;

@@ -70,6 +70,11 @@ ts_err ts_runtime_metrics_init(ts_runtime *rt) {
     TS_RT_DECLARE(batch_seconds, TS_METRIC_HISTOGRAM, "tastesync_batch_duration_seconds",
                   "Time from a batch's start to the last sink's acknowledgement.", proc, 1, secs,
                   n_secs)
+    TS_RT_DECLARE(input_wait, TS_METRIC_HISTOGRAM, "tastesync_input_wait_seconds",
+                  "Time from a batch's first record's timestamp (its producer's clock) to the "
+                  "batch's start: the producer's linger, the broker, the fetch and the wait "
+                  "behind the partition's previous batch.",
+                  proc, 1, secs, n_secs)
     TS_RT_DECLARE(sink_seconds, TS_METRIC_HISTOGRAM, "tastesync_sink_write_duration_seconds",
                   "Time from handing a batch to a sink to its acknowledgement (retries "
                   "included).", sink, 1, secs, n_secs)
@@ -120,6 +125,8 @@ void ts_runtime_batched(void *arg, ts_task *task, const ts_task_batch *batch) {
     ts_metrics_add(rt->mx.rejected, name, (double)batch->rejected);
     ts_metrics_observe(rt->mx.batch_size, name, (double)batch->events);
     ts_metrics_observe(rt->mx.batch_seconds, name, batch->seconds);
+    if (batch->input_wait_seconds >= 0)
+        ts_metrics_observe(rt->mx.input_wait, name, batch->input_wait_seconds);
 }
 
 /* Tasks write through a wrapper of each sink that times every write from

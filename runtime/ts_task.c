@@ -500,6 +500,18 @@ static void ts_task_decided(uv_work_t *req, int status) {
     ts_task__flush_start(task);
 }
 
+/* Seconds from `msg`'s timestamp to now, or -1 when it has none. A producer
+ * whose clock runs ahead would make it negative: 0 then. */
+static double ts_task_input_wait(const rd_kafka_message_t *msg) {
+    int64_t ts = rd_kafka_message_timestamp(msg, NULL);
+    if (ts <= 0)
+        return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double wait = (double)now.tv_sec + (double)now.tv_nsec / 1e9 - (double)ts / 1e3;
+    return wait > 0 ? wait : 0;
+}
+
 int ts_task_host_slots_full(const ts_task_host *host) {
     return host->max_deciding && host->deciding && *host->deciding >= host->max_deciding;
 }
@@ -579,6 +591,7 @@ void ts_task_run(ts_task *task) {
             task->host->schedule(task->host->arg, task);
         return; /* everything was a redelivery */
     }
+    task->stats.input_wait_seconds = ts_task_input_wait(task->batch[0]);
     task->busy = 1;
     if (task->host->deciding)
         (*task->host->deciding)++;

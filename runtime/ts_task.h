@@ -40,6 +40,10 @@ typedef struct ts_task_batch {
     size_t events;   /* input records the batch consumed (rejected ones included) */
     size_t rejected; /* of those, records sent to the DLQ */
     double seconds;  /* from the batch's start to the last sink's acknowledgement */
+    /* How long its first record had existed when the batch started: from the
+     * record's timestamp (its producer's clock) to the start. With `seconds`
+     * it spans the record's whole way to the views. < 0: no timestamp. */
+    double input_wait_seconds;
 } ts_task_batch;
 
 /** What a task needs from the runtime that hosts it. Borrowed; outlives tasks. */

@@ -144,6 +144,19 @@ Test(metrics_http, series_change_as_events_flow) {
     cr_assert_geq(ts_httpget_sample(
                       text, "tastesync_batch_duration_seconds_count{processor=\"storybook\"}", 0),
                   1, "%s", text);
+    /* Every batch's first record had a producer timestamp: each batch is
+     * counted, with a wait from that timestamp of seconds at most (not the
+     * milliseconds since 1970 a unit slip would give). */
+    double waits = ts_httpget_sample(
+        text, "tastesync_input_wait_seconds_count{processor=\"storybook\"}", 0);
+    cr_assert_eq(waits,
+                 ts_httpget_sample(
+                     text, "tastesync_batch_duration_seconds_count{processor=\"storybook\"}", -1),
+                 "%s", text);
+    double waited =
+        ts_httpget_sample(text, "tastesync_input_wait_seconds_sum{processor=\"storybook\"}", -1);
+    cr_assert(waited >= 0 && waited < 60 * waits, "input wait %g s over %g batches: %s", waited,
+              waits, text);
     /* The tasks that decided a batch hold a filter of their event ids (at
      * least 1024 ids' room, 2 bytes each). */
     cr_assert_geq(ts_httpget_sample(text, DEDUP_BYTES, -1), 2048, "%s", text);
