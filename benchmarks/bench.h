@@ -24,6 +24,9 @@
 /** The topic of the latency probes (and of the rebalance phase's steady
  * input); the transport floor mirrors its partition count. */
 #define BENCH_PROBE_TOPIC "storybook.events"
+/** The processor that consumes it (its stages are read from the runtime's
+ * metrics, labelled by processor). */
+#define BENCH_PROBE_PROCESSOR "storybook"
 
 /** One pre-encoded input message (Confluent Avro framing). */
 typedef struct bench_msg {
@@ -72,6 +75,15 @@ json_t *bench_percentiles(double *lat, size_t n);
 json_t *bench_rate(size_t n, double seconds);
 /** A new mock-cluster producer (lz4, batching); NULL on failure (logged). */
 struct rd_kafka_s *bench_producer(bench_ctx *b, int linger_ms);
+
+/** The runtime's /metrics text (malloc'ed), or NULL (no port, no answer). */
+char *bench_stages_scrape(int port);
+/** Where the time went between two scrapes, by the runtime's own histograms
+ * for `processor` (bench_stages.c): {"input_wait", "batch", "sink_write":
+ * {"redis", "postgres", "kafka"}} each {count, mean_ms, p99_le_ms}, and
+ * "records_per_batch"; a one-line summary in `note`. NULL without both. */
+json_t *bench_stages_between(const char *before, const char *after, const char *processor,
+                             char *note, size_t note_len);
 
 /** Component ceilings: Kafka consume, Avro decode, RocksDB, Redis, PostgreSQL. */
 int bench_components(bench_ctx *b);

@@ -38,12 +38,14 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "ts_httpget.h"
 #include "ts_kconf.h"
 #include "ts_redis_url.h"
 #include "ts_testpipe.h"
 
 typedef struct bench_rt {
     pid_t pid;
+    int http_port; /* its /metrics, for the latency phase's stages; -1: none */
     char log[256];
     char state[256];
 } bench_rt;
@@ -55,8 +57,15 @@ static json_t *bench_section(bench_ctx *b) { return json_object_get(b->results, 
 static int bench_rt_start(bench_ctx *b, bench_rt *rt) {
     snprintf(rt->log, sizeof(rt->log), "%s/runtime.log", b->dir);
     snprintf(rt->state, sizeof(rt->state), "%s/state", b->dir);
+    /* Its HTTP endpoint on a free port, through the environment the child
+     * inherits (the topology says 0: none). */
+    rt->http_port = ts_httpget_free_port();
+    char port[16];
+    snprintf(port, sizeof(port), "%d", rt->http_port > 0 ? rt->http_port : 0);
+    setenv("TASTESYNC_HTTP_PORT", port, 1);
     pid_t pid = bench_spawn_runtime(b, TS_SOURCE_DIR "/benchmarks/topology.yaml", BENCH_GROUP,
                                     rt->state, rt->log, NULL);
+    unsetenv("TASTESYNC_HTTP_PORT");
     if (pid < 0)
         return -1;
     rt->pid = pid;
@@ -573,6 +582,7 @@ static int bench_latency(bench_ctx *b, const bench_rt *rt) {
     size_t base = 0;
     for (int ri = 0; ri < 3 && rc == 0; ri++) {
         size_t n = counts[ri];
+        char *scraped = bench_stages_scrape(rt->http_port);
         bench_cpu cpu0 = bench_cpu_now(b, rt->pid);
         double t0 = bench_now();
         for (size_t k = 0; k < n; k++) {
@@ -602,6 +612,12 @@ static int bench_latency(bench_ctx *b, const bench_rt *rt) {
         double deadline = bench_now() + (b->short_mode ? 60 : 180);
         while (atomic_load(&l.count) < want && bench_now() < deadline)
             usleep(10000);
+        char *rescraped = bench_stages_scrape(rt->http_port);
+        char stages_note[256];
+        json_t *stages = bench_stages_between(scraped, rescraped, BENCH_PROBE_PROCESSOR,
+                                              stages_note, sizeof(stages_note));
+        free(scraped);
+        free(rescraped);
         double *lat = malloc((n ? n : 1) * sizeof(*lat));
         size_t got = 0;
         /* TS_BENCH_LATENCY_DUMP=<file>: every probe as "rate sent_ns
@@ -642,6 +658,13 @@ static int bench_latency(bench_ctx *b, const bench_rt *rt) {
                  used[0] / produced, used[1] / produced, used[2] / produced, used[3] / produced,
                  used[4] / produced);
         bench_row(b, "latency", name, cores, "cores", note);
+        if (stages) {
+            double wait = json_real_value(
+                json_object_get(json_object_get(stages, "input_wait"), "mean_ms"));
+            snprintf(name, sizeof(name), "input_wait@%.0fk/s", rates[ri] / 1000);
+            bench_row(b, "latency", name, wait, "ms", stages_note);
+            json_object_set_new(p, "runtime_stages", stages);
+        }
         json_decref(p);
         base += n;
     }
