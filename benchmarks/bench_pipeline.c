@@ -658,13 +658,15 @@ static int bench_latency(bench_ctx *b, const bench_rt *rt) {
                  used[0] / produced, used[1] / produced, used[2] / produced, used[3] / produced,
                  used[4] / produced);
         bench_row(b, "latency", name, cores, "cores", note);
-        if (stages) {
-            double wait = json_real_value(
-                json_object_get(json_object_get(stages, "input_wait"), "mean_ms"));
+        /* A rate whose batches the runtime did not time (no scrape, or no
+         * batch acknowledged yet) gets no row rather than a 0. */
+        json_t *wait = json_object_get(json_object_get(stages, "input_wait"), "mean_ms");
+        if (wait) {
             snprintf(name, sizeof(name), "input_wait@%.0fk/s", rates[ri] / 1000);
-            bench_row(b, "latency", name, wait, "ms", stages_note);
-            json_object_set_new(p, "runtime_stages", stages);
+            bench_row(b, "latency", name, json_real_value(wait), "ms", stages_note);
         }
+        if (stages)
+            json_object_set_new(p, "runtime_stages", stages);
         json_decref(p);
         base += n;
     }
