@@ -1,7 +1,14 @@
 /* test_cluster.c - the embedded mock Kafka cluster and topic creation. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "ts_cluster.h"
 #include "ts_kconf.h"
@@ -31,6 +38,54 @@ Test(cluster, bootstraps_are_loopback_brokers) {
     cr_expect_eq(brokers, 3, "bootstraps %s", bs);
     cr_expect(strncmp(bs, "127.0.0.1:", 10) == 0, "bootstraps %s", bs);
     cr_expect_not_null(ts_cluster_mock(cl));
+}
+
+/* The TCP_NODELAY of the broker side of the connection from local port
+ * `client_port` to `broker_port` (the mock brokers run in this process), or
+ * -1 while the broker has not accepted it. */
+static int broker_side_nodelay(int broker_port, int client_port) {
+    DIR *dir = opendir("/proc/self/fd");
+    cr_assert_not_null(dir);
+    int nodelay = -1;
+    struct dirent *d;
+    while (nodelay < 0 && (d = readdir(dir)) != NULL) {
+        int fd = atoi(d->d_name);
+        struct sockaddr_in local, peer;
+        socklen_t llen = sizeof(local), plen = sizeof(peer);
+        if (fd <= 2 || getsockname(fd, (struct sockaddr *)&local, &llen) != 0 ||
+            getpeername(fd, (struct sockaddr *)&peer, &plen) != 0 ||
+            local.sin_family != AF_INET || ntohs(local.sin_port) != broker_port ||
+            ntohs(peer.sin_port) != client_port)
+            continue;
+        int on = 0;
+        socklen_t olen = sizeof(on);
+        cr_assert_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &olen), 0);
+        nodelay = on != 0;
+    }
+    closedir(dir);
+    return nodelay;
+}
+
+/* A Kafka broker turns Nagle's algorithm off; a mock broker that kept it
+ * held each small response until the client's next request. */
+Test(cluster, brokers_send_without_nagle) {
+    const char *bs = ts_cluster_bootstraps(cl);
+    for (const char *p = bs; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        int broker_port = atoi(strchr(p, ':') + 1);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(broker_port)};
+        inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+        cr_assert_eq(connect(s, (struct sockaddr *)&to, sizeof(to)), 0, "broker %s", p);
+        struct sockaddr_in me;
+        socklen_t len = sizeof(me);
+        cr_assert_eq(getsockname(s, (struct sockaddr *)&me, &len), 0);
+        int nodelay = -1;
+        for (int i = 0; i < 200 && nodelay < 0; i++, usleep(10000))
+            nodelay = broker_side_nodelay(broker_port, ntohs(me.sin_port));
+        cr_expect_eq(nodelay, 1, "broker on port %d: TCP_NODELAY %d (-1: not accepted)",
+                     broker_port, nodelay);
+        close(s);
+    }
 }
 
 Test(cluster, rejects_bad_arguments) {
