@@ -33,10 +33,12 @@ struct ts_cluster {
 
 /* Whether `port` is one of the "host:port,host:port" in `bootstraps`. */
 static int ts_cluster_listens_on(const char *bootstraps, int port) {
-    for (const char *p = bootstraps; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
-        const char *colon = strchr(p, ':'), *comma = strchr(p, ',');
-        if (colon && (!comma || colon < comma) && atoi(colon + 1) == port)
+    for (const char *p = bootstraps; p && *p;) {
+        const char *comma = strchr(p, ',');
+        const char *colon = memchr(p, ':', comma ? (size_t)(comma - p) : strlen(p));
+        if (colon && atoi(colon + 1) == port)
             return 1;
+        p = comma ? comma + 1 : NULL;
     }
     return 0;
 }
