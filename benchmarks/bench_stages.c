@@ -30,8 +30,8 @@ char *bench_stages_scrape(int port) {
     return body;
 }
 
-/* The cumulative buckets of `name`{`labels`}: bounds (seconds, +Inf last)
- * and counts, in the order rendered. @returns how many. */
+/* The cumulative buckets of `name`{`labels`}: bounds (seconds, +Inf last;
+ * `le` may be NULL) and counts, in the order rendered. @returns how many. */
 static size_t bench_stages_buckets(const char *text, const char *name, const char *labels,
                                    double *le, double *count) {
     char prefix[256];
@@ -40,7 +40,8 @@ static size_t bench_stages_buckets(const char *text, const char *name, const cha
     for (const char *line = text; line && *line && n < BENCH_STAGES_BOUNDS;) {
         if (strncmp(line, prefix, (size_t)plen) == 0) {
             const char *v = line + plen;
-            le[n] = strncmp(v, "+Inf", 4) == 0 ? INFINITY : strtod(v, NULL);
+            if (le)
+                le[n] = strncmp(v, "+Inf", 4) == 0 ? INFINITY : strtod(v, NULL);
             const char *end = strstr(v, "} ");
             count[n++] = end ? strtod(end + 2, NULL) : 0;
         }
@@ -63,10 +64,9 @@ static double bench_stages_hist(json_t *out, const char *key, const char *before
     double sum = ts_httpget_sample(after, series, 0) - ts_httpget_sample(before, series, 0);
     if (count <= 0)
         return NAN;
-    double le[BENCH_STAGES_BOUNDS], c1[BENCH_STAGES_BOUNDS], lb[BENCH_STAGES_BOUNDS],
-        c0[BENCH_STAGES_BOUNDS];
+    double le[BENCH_STAGES_BOUNDS], c1[BENCH_STAGES_BOUNDS], c0[BENCH_STAGES_BOUNDS];
     size_t n = bench_stages_buckets(after, name, labels, le, c1);
-    size_t n0 = bench_stages_buckets(before, name, labels, lb, c0);
+    size_t n0 = bench_stages_buckets(before, name, labels, NULL, c0);
     double p99 = INFINITY;
     for (size_t i = 0; i < n; i++) {
         double earlier = i < n0 ? c0[i] : 0; /* a series first seen now had none */
